@@ -1,0 +1,162 @@
+"""The ``receval`` command line.
+
+Exit codes: 0 success, 2 bad input or usage (message on stderr, no
+traceback), 3 internal error. ``receval gate`` will add 1 for a failed gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from receval._version import __version__
+
+EXIT_OK = 0
+EXIT_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors: exit 2, short message
+        self.print_usage(sys.stderr)
+        print(f"receval: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT)
+
+
+def _mapping(pairs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        canonical, sep, source = pair.partition("=")
+        if not sep or not canonical or not source:
+            from receval.errors import UsageError
+
+            raise UsageError(f"--column expects CANONICAL=YOURS, e.g. request_id=qid; got {pair!r}")
+        out[canonical.strip()] = source.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="receval",
+        description="Offline evaluation and responsible-AI audits for recommender systems.",
+        epilog="Exit codes: 0 ok, 2 bad input or usage, 3 internal error.",
+    )
+    parser.add_argument("--version", action="version", version=f"receval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a run against relevance labels",
+        description="Score a run against relevance labels: per-metric mean, n and bootstrap interval.",
+    )
+    ev.add_argument("--run", required=True, help="run: Parquet, CSV, TSV, JSONL or TREC run file")
+    ev.add_argument("--labels", required=True, help="labels: Parquet, CSV, TSV, JSONL or TREC qrels file")
+    ev.add_argument(
+        "--metric", "-m", action="append", required=True, metavar="M",
+        help="metric name, repeatable: ndcg@10, map@100, recall(min_label=2)@20, ...",
+    )
+    ev.add_argument("--format", default="auto", choices=["auto", "trec", "parquet", "csv", "tsv", "jsonl"])
+    ev.add_argument("--output", default="table", choices=["json", "table", "csv"])
+    ev.add_argument("--column", action="append", metavar="CANONICAL=YOURS", help="column mapping, repeatable")
+    ev.add_argument("--missing-in-run", default="zero", choices=["zero", "ignore"],
+                    help="judged requests absent from the run (default: score 0, like trec_eval -c)")
+    ev.add_argument("--missing-in-labels", default="ignore", choices=["zero", "ignore"],
+                    help="run requests without any label (default: ignore)")
+    ev.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    ev.add_argument("--per-request", metavar="PATH", help="also write per-request values (.parquet or .csv)")
+
+    sub.add_parser("metrics", help="list the registered metrics", description="List the registered metrics.")
+    return parser
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from receval.evaluation import evaluate
+
+    result = evaluate(
+        args.run,
+        args.labels,
+        args.metric,
+        columns=_mapping(args.column),
+        format=args.format,
+        missing_in_run=args.missing_in_run,
+        missing_in_labels=args.missing_in_labels,
+        level=args.level,
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+    if args.per_request:
+        frame = result.per_request_polars()
+        if args.per_request.endswith(".csv"):
+            frame.write_csv(args.per_request)
+        else:
+            frame.write_parquet(args.per_request)
+    if args.output == "json":
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=False, allow_nan=False))
+    elif args.output == "csv":
+        print(result.to_frame().to_csv(index=False), end="")
+    else:
+        print(result.to_markdown(), end="")
+        c = result.counts
+        notes = [f"{c['evaluated']} requests evaluated"]
+        for key in ("labels_only_scored_zero", "labels_only_ignored", "run_only_ignored", "run_only_scored_zero"):
+            if c.get(key):
+                notes.append(f"{c[key]} {key.replace('_', ' ')}")
+        if c.get("evaluated_without_relevant"):
+            notes.append(f"{c['evaluated_without_relevant']} without any relevant item (scored 0)")
+        print("\n" + "; ".join(notes) + ".")
+    return EXIT_OK
+
+
+def _cmd_metrics() -> int:
+    from receval.metrics.registry import REGISTRY
+
+    for spec in REGISTRY.values():
+        cut = {"none": "", "optional": "[@k]", "required": "@k"}[spec.cutoff]
+        params = ", ".join(f"{k}={p.default if not isinstance(p.default, float) or not p.default.is_integer() else int(p.default)}" for k, p in spec.params.items())
+        name = spec.name + (f"({params})" if params else "") + cut
+        direction = "higher is better" if spec.greater_is_better else "lower is better"
+        print(f"{name:40s} {direction:17s} {spec.description}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from receval.errors import ReceValError
+
+    try:
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        if args.command == "metrics":
+            return _cmd_metrics()
+        parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    except ReceValError as exc:
+        print(f"receval: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:  # pragma: no cover
+        print("receval: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    except BrokenPipeError:  # pragma: no cover - e.g. piped into head
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the one place that maps crashes to exit 3
+        import traceback
+
+        print(
+            f"receval: internal error ({type(exc).__name__}: {exc}). This is a bug; please report it "
+            "with the traceback below.",
+            file=sys.stderr,
+        )
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
