@@ -184,10 +184,17 @@ def evaluate(
 
     run_map = ColumnMapping.of(columns)
     lab_map = ColumnMapping.of(label_columns) if label_columns is not None else run_map
-    run_df = validate(to_polars(run, kind="run", format=format), "run", run_map)
-    lab_df = validate(to_polars(labels, kind="labels", format=format), "labels", lab_map)
+    run_cols, lab_cols = ("request_id", "item_id", "score"), ("request_id", "item_id", "label")
+    run_df = validate(
+        to_polars(run, kind="run", format=format, columns=[run_map.source(c) for c in run_cols]),
+        "run", run_map, use=run_cols,
+    )
+    lab_df = validate(
+        to_polars(labels, kind="labels", format=format, columns=[lab_map.source(c) for c in lab_cols]),
+        "labels", lab_map, use=lab_cols,
+    )
 
-    prepared = prepare(run_df.select("request_id", "item_id", "score"), lab_df.select("request_id", "item_id", "label"))
+    prepared = prepare(run_df, lab_df)
     try:
         try:
             values = score_chunk(prepared.chunk, parsed)

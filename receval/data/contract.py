@@ -141,12 +141,20 @@ def _fmt_example(value: Any) -> str:
     return repr(value)
 
 
-def validate(frame: pl.DataFrame, kind: str, mapping: ColumnMapping, *, name: str | None = None) -> pl.DataFrame:
+def validate(
+    frame: pl.DataFrame,
+    kind: str,
+    mapping: ColumnMapping,
+    *,
+    name: str | None = None,
+    use: tuple[str, ...] | None = None,
+) -> pl.DataFrame:
     """Rename to canonical names, coerce types and check the contract.
 
     Returns a frame with canonical column names: ids as Int64 or String,
-    numeric columns as Float64. Raises :class:`InputError` listing every
-    violation.
+    numeric columns as Float64. ``use`` limits the optional columns kept and
+    checked to those the caller needs (default: all present). Raises
+    :class:`InputError` listing every violation.
     """
     import polars as pl
 
@@ -167,7 +175,8 @@ def validate(frame: pl.DataFrame, kind: str, mapping: ColumnMapping, *, name: st
     if missing:
         raise InputError(label, violations)
 
-    wanted = [c for c in (*required, *optional) if mapping.source(c) in available]
+    keep = optional if use is None else tuple(c for c in optional if c in use)
+    wanted = [c for c in (*required, *keep) if mapping.source(c) in available]
     frame = frame.select([pl.col(mapping.source(c)).alias(c) for c in wanted])
 
     casts: list[pl.Expr] = []

@@ -37,27 +37,48 @@ _TREC_RUN_COLUMNS = ("request_id", "q0", "item_id", "rank", "score", "tag")
 _TREC_QRELS_COLUMNS = ("request_id", "iteration", "item_id", "label")
 
 
-def to_polars(obj: Any, *, kind: str = "run", format: FileFormat = "auto", name: str | None = None) -> pl.DataFrame:
-    """Convert a frame or read a file into a polars DataFrame (no validation)."""
+def to_polars(
+    obj: Any,
+    *,
+    kind: str = "run",
+    format: FileFormat = "auto",
+    name: str | None = None,
+    columns: list[str] | None = None,
+) -> pl.DataFrame:
+    """Convert a frame or read a file into a polars DataFrame (no validation).
+
+    ``columns``: when given, only those of them that exist are kept (lazy
+    frames and files read no other column).
+    """
     import polars as pl
 
     label = name or kind
     if isinstance(obj, pl.DataFrame):
         return obj
     if isinstance(obj, pl.LazyFrame):
+        if columns is not None:
+            present = obj.collect_schema().names()
+            obj = obj.select([c for c in present if c in columns])
         return obj.collect()
     if isinstance(obj, str | os.PathLike):
-        return read_file(obj, kind=kind, format=format)
+        frame = read_file(obj, kind=kind, format=format)
+        if columns is not None:
+            frame = frame.select([c for c in frame.columns if c in columns])
+        return frame
     module = type(obj).__module__.split(".")[0]
     if module == "pandas":
         import pandas as pd
 
         if isinstance(obj, pd.DataFrame):
+            if columns is not None and len(set(map(str, obj.columns))) == len(obj.columns):
+                obj = obj[[c for c in obj.columns if str(c) in columns]]
             return _from_pandas(obj, label)
     if module == "pyarrow":
         import pyarrow as pa
 
         if isinstance(obj, pa.Table | pa.RecordBatch):
+            if columns is not None:
+                obj = obj.select([c for c in obj.schema.names if c in columns])
             return pl.from_arrow(obj)  # type: ignore[return-value]
     if module == "pyspark":
         raise UsageError(

@@ -33,6 +33,7 @@ class Param:
     default: Any
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    exclusive_minimum: float | None = None
     doc: str = ""
 
     def coerce(self, family: str, name: str, raw: Any) -> Any:
@@ -65,6 +66,11 @@ class Param:
         if self.minimum is not None and value < self.minimum:
             raise MetricNameError(
                 f"{family}: parameter {name!r} must be >= {self.minimum:g}; got {raw!r}"
+            )
+        if self.exclusive_minimum is not None and value <= self.exclusive_minimum:
+            raise MetricNameError(
+                f"{family}: parameter {name!r} must be > {self.exclusive_minimum:g}; got {raw!r}"
+                + (" (items without a label have grade 0, so a threshold <= 0 would make them relevant)" if name == "min_label" else "")
             )
         return value
 
@@ -244,6 +250,7 @@ def parse_metrics(names: Iterable[str | Metric] | str) -> list[Metric]:
 _MIN_LABEL = Param(
     float,
     1.0,
+    exclusive_minimum=0.0,
     doc="grade at or above which an item counts as relevant (trec_eval -l)",
 )
 
