@@ -89,11 +89,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if args.per_request:
+        from receval.errors import UsageError
+
         frame = result.per_request_polars()
-        if args.per_request.endswith(".csv"):
-            frame.write_csv(args.per_request)
-        else:
-            frame.write_parquet(args.per_request)
+        try:
+            if args.per_request.endswith(".csv"):
+                frame.write_csv(args.per_request)
+            else:
+                frame.write_parquet(args.per_request)
+        except OSError as exc:
+            raise UsageError(f"--per-request: cannot write {args.per_request}: {exc.strerror or exc}") from None
     if args.output == "json":
         print(json.dumps(result.to_dict(), indent=2, sort_keys=False, allow_nan=False))
     elif args.output == "csv":

@@ -197,11 +197,11 @@ def evaluate(
     prepared = prepare(run_df, lab_df)
     try:
         try:
-            values = score_chunk(prepared.chunk, parsed)
+            values = score_chunk(prepared.chunk, parsed).values
         except HashCollision:  # pragma: no cover - needs a 64-bit hash collision
-            values = score_chunk(prepared.make_exact(), parsed)
+            values = score_chunk(prepared.make_exact(), parsed).values
     except DuplicateItems as dup:
-        rows = dup.example_rows if prepared.run_rows is None else prepared.run_rows[dup.example_rows]
+        rows = dup.example_rows if prepared.run_rows is None else np.sort(prepared.run_rows[dup.example_rows])
         first = rows[:3]
         ex = run_df[first.tolist()] if len(first) else run_df.head(0)
         raise InputError(
@@ -230,6 +230,22 @@ def evaluate(
     if missing_in_labels == "ignore":
         keep &= ~run_only
     idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        raise InputError(
+            "run and labels",
+            [
+                Violation(
+                    "request_id",
+                    "at least one request must be evaluable",
+                    0,
+                    (
+                        f"run has {prepared.n_run_requests} requests, labels {int(prepared.has_labels.sum())}, "
+                        f"missing_in_run={missing_in_run!r}, missing_in_labels={missing_in_labels!r}",
+                    ),
+                    "check that both inputs use the same request ids (and the same column mapping)",
+                )
+            ],
+        )
 
     columns_out = {"request_id": prepared.request_ids.gather(idx)}
     matrix = np.empty((len(idx), len(parsed)))

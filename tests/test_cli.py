@@ -125,3 +125,23 @@ def test_per_request_output_file(tmp_path, capsys):
     lines = dest.read_text().splitlines()
     assert lines[0] == "request_id,mrr"
     assert len(lines) == 1 + 5
+
+
+def test_per_request_into_missing_directory_is_bad_input(tmp_path, capsys):
+    dest = tmp_path / "no" / "such" / "dir" / "out.parquet"
+    code, _, err = run_cli(
+        capsys, "evaluate", "--run", TOY_RUN, "--labels", TOY_QRELS, "-m", "mrr", "--per-request", str(dest)
+    )
+    assert code == 2
+    assert "cannot write" in err and "Traceback" not in err
+
+
+def test_no_evaluable_request_is_an_error_not_a_nan(tmp_path, capsys):
+    labels = tmp_path / "other.qrels"
+    labels.write_text("zz 0 d1 1\n")
+    code, out, err = run_cli(
+        capsys, "evaluate", "--run", TOY_RUN, "--labels", str(labels), "-m", "mrr", "--missing-in-run", "ignore"
+    )
+    assert code == 2
+    assert "at least one request must be evaluable" in err
+    assert out == ""

@@ -56,29 +56,30 @@ def to_polars(
     if isinstance(obj, pl.DataFrame):
         return obj
     if isinstance(obj, pl.LazyFrame):
-        if columns is not None:
-            present = obj.collect_schema().names()
-            obj = obj.select([c for c in present if c in columns])
+        present = obj.collect_schema().names()
+        if _projectable(columns, present):
+            obj = obj.select([c for c in present if c in columns])  # type: ignore[operator]
         return obj.collect()
     if isinstance(obj, str | os.PathLike):
         frame = read_file(obj, kind=kind, format=format)
-        if columns is not None:
-            frame = frame.select([c for c in frame.columns if c in columns])
+        if _projectable(columns, frame.columns):
+            frame = frame.select([c for c in frame.columns if c in columns])  # type: ignore[operator]
         return frame
     module = type(obj).__module__.split(".")[0]
     if module == "pandas":
         import pandas as pd
 
         if isinstance(obj, pd.DataFrame):
-            if columns is not None and len(set(map(str, obj.columns))) == len(obj.columns):
+            names = [str(c) for c in obj.columns]
+            if _projectable(columns, names) and len(set(names)) == len(names):
                 obj = obj[[c for c in obj.columns if str(c) in columns]]
             return _from_pandas(obj, label)
     if module == "pyarrow":
         import pyarrow as pa
 
         if isinstance(obj, pa.Table | pa.RecordBatch):
-            if columns is not None:
-                obj = obj.select([c for c in obj.schema.names if c in columns])
+            if _projectable(columns, obj.schema.names):
+                obj = obj.select([c for c in obj.schema.names if c in columns])  # type: ignore[operator]
             return pl.from_arrow(obj)  # type: ignore[return-value]
     if module == "pyspark":
         raise UsageError(
@@ -88,6 +89,12 @@ def to_polars(
     raise UsageError(
         f"{label}: expected a pandas/polars/pyarrow frame or a file path, got {type(obj).__name__}"
     )
+
+
+def _projectable(columns: list[str] | None, present: list[str]) -> bool:
+    # keep every column when one is missing: the contract's error then lists
+    # what is there and suggests the likely match
+    return columns is not None and all(c in present for c in columns)
 
 
 def _from_pandas(frame: Any, label: str) -> pl.DataFrame:

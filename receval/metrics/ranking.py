@@ -33,7 +33,7 @@ import numpy as np
 
 from receval.metrics.registry import Metric
 
-__all__ = ["RankingChunk", "DuplicateItems", "HashCollision", "score_chunk"]
+__all__ = ["RankingChunk", "ChunkScores", "DuplicateItems", "HashCollision", "score_chunk"]
 
 # Upper bound on matrix cells processed at once: bounds memory (about 20
 # float64/int64 matrices of this many cells live at a time) and keeps the
@@ -98,7 +98,7 @@ class _LabelStats:
         self.code = np.repeat(np.arange(q, dtype=np.int64), np.diff(chunk.lab_starts))
         self._r: dict[float, np.ndarray] = {}
         self._idcg: dict[tuple[str, int | None], np.ndarray] = {}
-        self._ideal_rank: np.ndarray | None = None
+        self._ideal_rank: tuple[np.ndarray, np.ndarray] | None = None
 
     def n_relevant(self, threshold: float) -> np.ndarray:
         if threshold not in self._r:
@@ -115,17 +115,42 @@ class _LabelStats:
             if self._ideal_rank is None:
                 # grades descending within each request: the ideal ranking
                 order = np.lexsort((-grade, self.code))
-                rank = np.empty(len(grade), dtype=np.int64)
-                rank[order] = np.arange(len(grade)) - self.chunk.lab_starts[self.code[order]]
-                self._ideal_rank = rank
-            rank = self._ideal_rank
-            contrib = _gain(grade, gain) / np.log2(rank + 2.0)
+                rank = np.arange(len(grade)) - self.chunk.lab_starts[self.code[order]]
+                self._ideal_rank = (order, rank)
+            order, rank = self._ideal_rank
+            contrib = _gain(grade[order], gain) / np.log2(rank + 2.0)
             if k is not None:
                 contrib = np.where(rank < k, contrib, 0.0)
-            self._idcg[key] = np.bincount(
-                self.code, weights=contrib, minlength=self.chunk.n_requests
-            )
+            # summed in rank order, like DCG, so an ideal ranking gives exactly 1
+            self._idcg[key] = _sequential_group_sums(contrib, self.chunk.lab_starts)
         return self._idcg[key]
+
+
+def _sequential_group_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sum each group ``values[starts[q]:starts[q+1]]`` left to right.
+
+    Sequential (not pairwise) summation in the given order, the way trec_eval
+    accumulates DCG; groups are padded into row-wise matrices by length bucket.
+    """
+    lens = np.diff(starts)
+    out = np.zeros(len(lens), dtype=np.float64)
+    present = np.flatnonzero(lens > 0)
+    if len(present) == 0:
+        return out
+    bucket = np.ceil(np.log2(lens[present])).astype(np.int64)
+    order = np.argsort(bucket, kind="stable")
+    edges = np.flatnonzero(np.diff(bucket[order])) + 1
+    for group in np.split(present[order], edges):
+        width = int(lens[group].max())
+        step = max(1, CELL_BUDGET // width)
+        for s in range(0, len(group), step):
+            rows = group[s : s + step]
+            cols = np.arange(width)
+            valid = cols < lens[rows][:, None]
+            pos = np.where(valid, starts[rows][:, None] + cols, 0)
+            matrix = np.where(valid, values[pos], 0.0)
+            out[rows] = np.cumsum(matrix, axis=1)[:, -1]
+    return out
 
 
 def _fix_ties(keys_sorted: np.ndarray, order: np.ndarray, pos: np.ndarray, chunk: RankingChunk) -> np.ndarray:
@@ -182,13 +207,13 @@ def _match_labels(chunk: RankingChunk, rows: np.ndarray, pos: np.ndarray, valid:
     isorted = np.take_along_axis(items, iorder, axis=1)
     vsorted = np.take_along_axis(valid, iorder, axis=1)
     dup = (isorted[:, 1:] == isorted[:, :-1]) & vsorted[:, 1:] & vsorted[:, :-1]
+    repeats = np.zeros(0, dtype=np.int64)
     if dup.any():
         dr, dc = np.nonzero(dup)
         a = pos[dr, iorder[dr, dc]]
-        b = pos[dr, iorder[dr, dc + 1]]
-        if chunk.verify_run is not None and not chunk.verify_run(a, b).all():
+        repeats = pos[dr, iorder[dr, dc + 1]]  # stable sort: the later occurrence
+        if chunk.verify_run is not None and not chunk.verify_run(a, repeats).all():
             raise HashCollision()
-        raise DuplicateItems("run", len(dr), b)
 
     grades = np.zeros((nr, width), dtype=np.float64)
     judged = np.zeros((nr, width), dtype=bool)
@@ -208,7 +233,7 @@ def _match_labels(chunk: RankingChunk, rows: np.ndarray, pos: np.ndarray, valid:
             raise HashCollision()
         grades[fr, col] = chunk.grade[fli]
         judged[fr, col] = True
-    return grades, judged
+    return grades, judged, repeats
 
 
 def _tie_block_mean_rank(eq: np.ndarray, width: int) -> np.ndarray:
@@ -261,7 +286,7 @@ def _block_values(
             gain = metric.param("gain")
             g = _gain(grades, gain)
             kk = width if k is None else min(k, width)
-            dcg = g[:, :kk] @ (1.0 / np.log2(ranks[:kk] + 1.0))
+            dcg = np.cumsum(g[:, :kk] / np.log2(ranks[:kk] + 1.0), axis=1)[:, -1]
             ideal = stats.idcg(gain, k)[rows]
             val = np.divide(dcg, ideal, out=np.zeros(nr), where=ideal > 0)
         else:
@@ -310,20 +335,46 @@ def _block_values(
         out[metric][rows] = val
 
 
-def score_chunk(chunk: RankingChunk, metrics: Sequence[Metric]) -> dict[Metric, np.ndarray]:
+@dataclass
+class ChunkScores:
+    """What the kernel returns for one chunk.
+
+    ``values``: metric -> per-request values. ``row_grade``: the matched label
+    grade of every run row (0 where unjudged), when asked for. ``top``: per
+    request, the run rows at ranks 1..k (-1 past the end of the list), when
+    asked for.
+    """
+
+    values: dict[Metric, np.ndarray]
+    row_grade: np.ndarray | None = None
+    top: np.ndarray | None = None
+
+
+def score_chunk(
+    chunk: RankingChunk,
+    metrics: Sequence[Metric],
+    *,
+    row_grades: bool = False,
+    top_k: int = 0,
+) -> ChunkScores:
     """Per-request values of ``metrics`` for every request of ``chunk``.
 
     Requests without run rows score 0. Raises :class:`DuplicateItems` when a
     request lists an item twice and :class:`HashCollision` if hashed text ids
-    collide (the caller then retries with exact keys).
+    collide (the caller then retries with exact keys). ``row_grades`` and
+    ``top_k`` ask for the per-row grades and the top-k run rows, which the
+    calibration and beyond-accuracy metrics consume.
     """
     q = chunk.n_requests
     out = {m: np.zeros(q, dtype=np.float64) for m in metrics}
+    row_grade = np.zeros(len(chunk.score), dtype=np.float64) if row_grades else None
+    top = np.full((q, top_k), -1, dtype=np.int64) if top_k else None
     stats = _LabelStats(chunk)
+    duplicates: list[np.ndarray] = []
     lens_all = np.diff(chunk.run_starts)
     present = np.flatnonzero(lens_all > 0)
     if len(present) == 0:
-        return out
+        return ChunkScores(out, row_grade, top)
     # bucket requests by list length (powers of two) so padding stays < 2x
     bucket = np.ceil(np.log2(lens_all[present])).astype(np.int64)
     order = np.argsort(bucket, kind="stable")
@@ -342,7 +393,19 @@ def score_chunk(chunk: RankingChunk, metrics: Sequence[Metric]) -> dict[Metric, 
             order_ = np.argsort(keys, axis=1)
             keys_sorted = np.take_along_axis(keys, order_, axis=1)
             eq = _fix_ties(keys_sorted, order_, pos, chunk)
-            grades, _ = _match_labels(chunk, rows, pos, valid, lens)
+            grades, _, repeats = _match_labels(chunk, rows, pos, valid, lens)
+            if len(repeats):
+                duplicates.append(repeats)
+                continue
+            if row_grade is not None:
+                row_grade[pos[valid]] = grades[valid]
+            if top is not None:
+                kk = min(top_k, width)
+                ranked = np.take_along_axis(pos, order_[:, :kk], axis=1)
+                top[rows, :kk] = np.where(valid[:, :kk], ranked, -1)
             grades = np.take_along_axis(grades, order_, axis=1)
             _block_values(metrics, grades, valid, lens.astype(np.float64), eq, rows, stats, out)
-    return out
+    if duplicates:
+        rows_ = np.sort(np.concatenate(duplicates))
+        raise DuplicateItems("run", len(rows_), rows_)
+    return ChunkScores(out, row_grade, top)

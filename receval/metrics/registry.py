@@ -15,6 +15,8 @@ plus its kernel in :mod:`receval.metrics.ranking`.
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +47,8 @@ class Param:
                     value = int(text)
                 elif self.type is float:
                     value = float(text)
+                    if not math.isfinite(value):
+                        raise MetricNameError(f"{family}: parameter {name!r} must be a finite number, got {raw!r}")
                     if value.is_integer():
                         value = float(int(value))
                 else:
@@ -55,6 +59,8 @@ class Param:
                 ) from None
         elif self.type is float and isinstance(raw, int | float) and not isinstance(raw, bool):
             value = float(raw)
+            if not math.isfinite(value):
+                raise MetricNameError(f"{family}: parameter {name!r} must be a finite number, got {raw!r}")
         elif not isinstance(raw, self.type) or isinstance(raw, bool):
             raise MetricNameError(
                 f"{family}: parameter {name!r} must be a {self.type.__name__}, got {raw!r}"
@@ -109,7 +115,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Metric:
     """A parsed metric: family name, cutoff and non-default parameters.
 
@@ -135,6 +142,15 @@ class Metric:
             if name == key:
                 return value
         return self.spec.params[key].default
+
+    def _sort_key(self) -> tuple:
+        # uncut before any cutoff; parameter values compared as text
+        return (self.name, -1 if self.k is None else self.k, tuple((k, str(v)) for k, v in self.params))
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Metric):
+            return NotImplemented
+        return self._sort_key() < other._sort_key()
 
     def __str__(self) -> str:
         text = self.name
