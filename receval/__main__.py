@@ -1,3 +1,5 @@
-from receval.cli import main
 import sys
+
+from receval.cli import main
+
 sys.exit(main())

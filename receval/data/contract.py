@@ -250,7 +250,8 @@ def _run_schema(frame: pl.DataFrame, kind: str, dtypes: dict[str, Any], mapping:
             }.get(str(check), str(check))
             examples = []
             for idx, value in zip(group["index"].head(5).to_list(), group["failure_case"].head(5).to_list(), strict=True):
-                examples.append(f"row {idx}: {value}" if idx is not None else str(value))
+                shown = "null or NaN" if value is None else value
+                examples.append(f"row {idx}: {shown}" if idx is not None else str(shown))
             hint = {
                 "must not be null or NaN": "drop or fill those rows explicitly; receval never guesses missing values",
                 "must be > 0": "zero propensities break the positivity assumption; drop or re-log those rows",

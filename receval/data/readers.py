@@ -111,14 +111,15 @@ def _from_pandas(frame: Any, label: str) -> pl.DataFrame:
         for c in frame.columns:
             col = frame[c]
             if col.dtype == object:
-                kinds = col.map(lambda v: type(v).__name__).value_counts()
+                names = col.map(lambda v: type(v).__name__)
+                kinds = names.value_counts()
                 if len(kinds) > 1:
                     bad.append(
                         Violation(
                             str(c),
                             f"must hold one type; found {', '.join(f'{k} ({n})' for k, n in kinds.items())}",
                             int(len(col) - kinds.iloc[0]),
-                            tuple(repr(v) for v in col[col.map(type) != type(col.iloc[0])].head(3)),
+                            tuple(repr(v) for v in col[names != kinds.index[0]].head(3)),
                             "ids that mix numbers and text ('007' vs 7) are ambiguous; cast the column to str",
                         )
                     )

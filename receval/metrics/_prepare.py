@@ -70,7 +70,8 @@ def _tiebreak_fn(items: pl.Series) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _check_label_duplicates(labels: pl.DataFrame) -> None:
-    dup = labels.select(pl.struct("request_id", "item_id").is_duplicated()).to_series()
+    # count the rows that repeat an earlier pair (the same convention as the run)
+    dup = labels.select(~pl.struct("request_id", "item_id").is_first_distinct()).to_series()
     if dup.any():
         rows = labels.with_row_index("__row").filter(dup).head(3)
         examples = tuple(
