@@ -59,6 +59,8 @@ class EvaluationResult:
     counts: dict[str, int]
     settings: dict[str, Any]
     _per_request: Any = field(repr=False)  # polars DataFrame
+    details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    """per metric, extra tables (e.g. the reliability table of ``ece``)"""
 
     def __getitem__(self, metric: str | Metric) -> MetricSummary:
         from receval.metrics.registry import parse_metric
@@ -108,14 +110,261 @@ class EvaluationResult:
 
 MissingPolicy = Literal["zero", "ignore"]
 
+#: metric kind -> module with ``compute(metrics, ctx) -> dict[Metric, MetricStats]``
+_FAMILIES = {
+    "calibration": "receval.metrics.calibration",
+    "beyond": "receval.metrics.beyond",
+}
+
+
+@dataclass
+class Scored:
+    """Everything :func:`score` computes before statistics: shared by evaluate and compare."""
+
+    metrics: list[Metric]
+    stats: dict[Metric, Any]  # Metric -> MetricStats
+    request_ids: Any  # polars Series, one per unit
+    counts: dict[str, int]
+    context: Any  # EvalContext or None
+
+
+def _check_options(level: float, n_boot: int, missing_in_run: str, missing_in_labels: str) -> None:
+    for name, value in (("missing_in_run", missing_in_run), ("missing_in_labels", missing_in_labels)):
+        if value not in ("zero", "ignore"):
+            raise UsageError(f"{name} must be 'zero' or 'ignore', got {value!r}")
+    if not (isinstance(level, float | int) and not isinstance(level, bool) and 0 < level < 1):
+        raise UsageError(f"level must lie in (0, 1), got {level!r}")
+    if not (isinstance(n_boot, int) and not isinstance(n_boot, bool) and n_boot >= 1):
+        raise UsageError(f"n_boot must be a positive integer, got {n_boot!r}")
+
+
+def score(
+    run: Any,
+    labels: Any,
+    parsed: list[Metric],
+    *,
+    columns: Mapping[str, str] | ColumnMapping | None = None,
+    label_columns: Mapping[str, str] | ColumnMapping | None = None,
+    catalog: Any = None,
+    catalog_columns: Mapping[str, str] | None = None,
+    format: FileFormat = "auto",
+    missing_in_run: MissingPolicy = "zero",
+    missing_in_labels: MissingPolicy = "ignore",
+    name: str = "run",
+) -> Scored:
+    """Validate, reduce and compute per-unit statistics of ``parsed`` metrics."""
+    import importlib
+
+    import polars as pl
+
+    from receval.metrics._prepare import prepare
+    from receval.metrics.base import EvalContext, mean_stats
+    from receval.metrics.ranking import DuplicateItems, HashCollision, score_chunk
+
+    kinds = {m.spec.kind for m in parsed}
+    unknown = kinds - {"ranking"} - set(_FAMILIES)
+    if unknown:  # pragma: no cover - registry and dispatch out of sync
+        raise UsageError(f"no evaluator for metric kind(s) {sorted(unknown)}")
+    need_prediction = "calibration" in kinds
+
+    run_map = ColumnMapping.of(columns)
+    lab_map = ColumnMapping.of(label_columns) if label_columns is not None else run_map
+    run_cols = ("request_id", "item_id", "score") + (("prediction",) if need_prediction else ())
+    optional_run = ("user_id",)
+    raw_run = to_polars(
+        run, kind="run", format=format, name=name,
+        columns=[run_map.source(c) for c in run_cols] + [run_map.source(c) for c in optional_run]
+        + ([run_map.source("label")] if labels is None else []),
+    )
+    if need_prediction and run_map.source("prediction") not in raw_run.columns:
+        raise InputError(
+            name,
+            [Violation(run_map.label("prediction"), "required column is missing", raw_run.height, (),
+                       "calibration metrics need a predicted probability per row; map it with columns={'prediction': 'your_name'}")],
+        )
+    run_df = validate(raw_run, "run", run_map, name=name, use=run_cols + optional_run)
+    lab_cols = ("request_id", "item_id", "label")
+    if labels is None:
+        if run_map.source("label") not in raw_run.columns:
+            raise UsageError(
+                f"{name}: no labels given and no label column in the run; pass labels=... "
+                "(a frame or a qrels file) or include a 'label' column in the run"
+            )
+        lab_df = validate(raw_run.select([run_map.source(c) for c in lab_cols]), "labels", run_map, name=f"{name} labels", use=lab_cols)
+    else:
+        lab_df = validate(
+            to_polars(labels, kind="labels", format=format, columns=[lab_map.source(c) for c in lab_cols]),
+            "labels", lab_map, use=lab_cols,
+        )
+
+    prepared = prepare(run_df, lab_df)
+    ranking = [m for m in parsed if m.spec.kind == "ranking"]
+    top_k = max([m.k or 0 for m in parsed if m.spec.kind == "beyond"] + [0])
+    if any(m.spec.kind == "beyond" and m.k is None for m in parsed):
+        top_k = max(top_k, int(np.diff(prepared.chunk.run_starts).max(initial=0)))
+    try:
+        try:
+            scores = score_chunk(prepared.chunk, ranking, row_grades=need_prediction, top_k=top_k)
+        except HashCollision:  # pragma: no cover - needs a 64-bit hash collision
+            scores = score_chunk(prepared.make_exact(), ranking, row_grades=need_prediction, top_k=top_k)
+    except DuplicateItems as dup:
+        rows = dup.example_rows if prepared.run_rows is None else np.sort(prepared.run_rows[dup.example_rows])
+        first = rows[:3]
+        ex = run_df[first.tolist()] if len(first) else run_df.head(0)
+        raise InputError(
+            name,
+            [
+                Violation(
+                    f"{run_map.label('request_id')}, {run_map.label('item_id')}",
+                    "each item may appear once per request",
+                    dup.n_rows,
+                    tuple(
+                        f"row {int(r)}: ({a!r}, {b!r})"
+                        for r, a, b in zip(first, ex["request_id"].to_list(), ex["item_id"].to_list(), strict=True)
+                    ),
+                    "drop duplicate (request, item) rows, keeping the one the system really ranked",
+                )
+            ],
+        ) from None
+
+    n_codes = len(prepared.request_ids)
+    in_run = np.arange(n_codes) < prepared.n_run_requests
+    keep = np.ones(n_codes, dtype=bool)
+    labels_only = ~in_run
+    run_only = in_run & ~prepared.has_labels
+    if missing_in_run == "ignore":
+        keep &= ~labels_only
+    if missing_in_labels == "ignore":
+        keep &= ~run_only
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        raise InputError(
+            f"{name} and labels",
+            [
+                Violation(
+                    "request_id",
+                    "at least one request must be evaluable",
+                    0,
+                    (
+                        f"run has {prepared.n_run_requests} requests, labels {int(prepared.has_labels.sum())}, "
+                        f"missing_in_run={missing_in_run!r}, missing_in_labels={missing_in_labels!r}",
+                    ),
+                    "check that both inputs use the same request ids (and the same column mapping)",
+                )
+            ],
+        )
+
+    stats: dict[Metric, Any] = {m: mean_stats(scores.values[m][idx]) for m in ranking}
+    context = None
+    if len(ranking) < len(parsed):
+        chunk = prepared.chunk
+        code_of_row = np.repeat(np.arange(n_codes), np.diff(chunk.run_starts))
+        unit_of_code = np.full(n_codes, -1, dtype=np.int64)
+        unit_of_code[idx] = np.arange(len(idx))
+        unit_all = unit_of_code[code_of_row]
+        kept = unit_all >= 0
+        kept_rows = np.flatnonzero(kept)
+        new_index = np.cumsum(kept) - 1
+        frame = prepared.run_frame
+        top = None
+        if scores.top is not None:
+            t = scores.top[idx]
+            top = np.where(t >= 0, new_index[np.maximum(t, 0)], -1)
+        catalog_df = None
+        if catalog is not None:
+            catalog_df = _catalog_frame(catalog, catalog_columns, format)
+        context = EvalContext(
+            n_units=len(idx),
+            request_ids=prepared.request_ids.gather(idx),
+            row_unit=unit_all[kept],
+            row_item=frame["item_id"].gather(kept_rows),
+            row_score=chunk.score[kept],
+            row_grade=scores.row_grade[kept] if scores.row_grade is not None else None,
+            row_prediction=frame["prediction"].to_numpy()[kept] if "prediction" in frame.columns else None,
+            top_rows=top,
+            catalog=catalog_df,
+            row_user=frame["user_id"].gather(kept_rows) if "user_id" in frame.columns else None,
+        )
+        for kind, module in _FAMILIES.items():
+            family = [m for m in parsed if m.spec.kind == kind]
+            if family:
+                stats.update(importlib.import_module(module).compute(family, context))
+
+    chunk = prepared.chunk
+    n_rel = np.bincount(
+        np.repeat(np.arange(n_codes), np.diff(chunk.lab_starts)), weights=(chunk.grade > 0), minlength=n_codes
+    )
+    counts = {
+        "evaluated": int(len(idx)),
+        "run_requests": int(prepared.n_run_requests),
+        "label_requests": int(prepared.has_labels.sum()),
+        "labels_only_scored_zero" if missing_in_run == "zero" else "labels_only_ignored": int(labels_only.sum()),
+        "run_only_ignored" if missing_in_labels == "ignore" else "run_only_scored_zero": int(run_only.sum()),
+        "evaluated_without_relevant": int((n_rel[idx] == 0).sum()),
+        "run_rows": int(run_df.height),
+        "label_rows": int(lab_df.height),
+    }
+    return Scored(parsed, {m: stats[m] for m in parsed}, prepared.request_ids.gather(idx), counts, context)
+
+
+def _catalog_frame(catalog: Any, mapping: Mapping[str, str] | None, format: FileFormat):
+    import polars as pl
+
+    frame = to_polars(catalog, kind="catalog", format=format, name="catalog")
+    if mapping:
+        frame = frame.rename({v: k for k, v in mapping.items() if v in frame.columns and v != k})
+    if "item_id" not in frame.columns:
+        raise InputError("catalog", [Violation("item_id", "required column is missing", frame.height, (),
+                                               f"available columns are {frame.columns[:12]}; pass catalog_columns={{'item_id': 'your_name'}}")])
+    dtype = frame.schema["item_id"]
+    if dtype in (pl.Categorical,) or isinstance(dtype, pl.Enum):
+        frame = frame.with_columns(pl.col("item_id").cast(pl.String))
+    elif dtype.is_integer():
+        frame = frame.with_columns(pl.col("item_id").cast(pl.Int64))
+    nulls = frame["item_id"].null_count()
+    dups = frame.height - frame["item_id"].n_unique()
+    violations = []
+    if nulls:
+        violations.append(Violation("item_id", "must not be null", nulls))
+    if dups:
+        ex = frame.filter(pl.col("item_id").is_duplicated())["item_id"].head(3).to_list()
+        violations.append(Violation("item_id", "each catalog item must appear once", dups, tuple(repr(v) for v in ex)))
+    if violations:
+        raise InputError("catalog", violations)
+    return frame
+
+
+def summarise(
+    scored: Scored,
+    *,
+    level: float,
+    n_boot: int,
+    seed: int | None,
+    bootstrap: str,
+) -> tuple[dict[str, MetricSummary], str]:
+    """Point estimates and percentile bootstrap intervals over units."""
+    from receval.stats.bootstrap import bootstrap_replicates, percentile_interval
+
+    n = len(scored.request_ids)
+    stats = [scored.stats[m] for m in scored.metrics]
+    reps, method = bootstrap_replicates(stats, n, n_boot=n_boot, seed=seed, method=bootstrap)  # type: ignore[arg-type]
+    low, high = percentile_interval(reps, level)
+    summary = {
+        str(m): MetricSummary(str(m), scored.stats[m].value(), n, float(low[j]), float(high[j]), m.greater_is_better)
+        for j, m in enumerate(scored.metrics)
+    }
+    return summary, method
+
 
 def evaluate(
     run: Any,
-    labels: Any,
+    labels: Any = None,
     metrics: Iterable[str | Metric] | str = ("ndcg@10",),
     *,
     columns: Mapping[str, str] | ColumnMapping | None = None,
     label_columns: Mapping[str, str] | ColumnMapping | None = None,
+    catalog: Any = None,
+    catalog_columns: Mapping[str, str] | None = None,
     format: FileFormat = "auto",
     missing_in_run: MissingPolicy = "zero",
     missing_in_labels: MissingPolicy = "ignore",
@@ -130,13 +379,18 @@ def evaluate(
     ----------
     run : frame or path
         One row per (request, item) with a ``score``: pandas, polars (eager or
-        lazy), pyarrow, or a Parquet / CSV / JSONL / TREC run file.
-    labels : frame or path
+        lazy), pyarrow, or a Parquet / CSV / JSONL / TREC run file. Optional
+        columns: ``prediction`` (calibration metrics), ``user_id``, and
+        ``label`` (used when ``labels`` is None, as in logged impressions).
+    labels : frame or path, optional
         One row per judged (request, item) with a graded ``label``; a TREC
         qrels file works too. Labels <= 0 mean judged-not-relevant.
     metrics : metric names, e.g. ``["ndcg@10", "map@100", "recall(min_label=2)@20"]``.
     columns, label_columns : your column names, e.g. ``{"request_id": "qid"}``
         (``label_columns`` defaults to ``columns``).
+    catalog : frame or path, optional
+        Items and their attributes (``item_id``, ``popularity``, ``category``,
+        ...) for beyond-accuracy metrics; ``catalog_columns`` renames them.
     format : file format of paths, ``"auto"`` by extension.
     missing_in_run : requests judged in ``labels`` but absent from ``run``:
         ``"zero"`` (default, trec_eval ``-c``) scores them 0; ``"ignore"`` leaves them out.
@@ -166,125 +420,35 @@ def evaluate(
     """
     import polars as pl
 
-    from receval.metrics._prepare import prepare
-    from receval.metrics.ranking import DuplicateItems, HashCollision, score_chunk
-    from receval.stats.bootstrap import bootstrap_means
-
     parsed = parse_metrics(metrics)
+    _check_options(level, n_boot, missing_in_run, missing_in_labels)
+    scored = score(
+        run, labels, parsed, columns=columns, label_columns=label_columns, catalog=catalog,
+        catalog_columns=catalog_columns, format=format, missing_in_run=missing_in_run,
+        missing_in_labels=missing_in_labels,
+    )
+    summary, method = summarise(scored, level=level, n_boot=n_boot, seed=seed, bootstrap=bootstrap)
+
+    columns_out: dict[str, Any] = {"request_id": scored.request_ids}
     for m in parsed:
-        if m.spec.kind != "ranking":
-            raise UsageError(f"{m} is not a ranking metric; evaluate() scores ranking metrics")
-    for name, value in (("missing_in_run", missing_in_run), ("missing_in_labels", missing_in_labels)):
-        if value not in ("zero", "ignore"):
-            raise UsageError(f"{name} must be 'zero' or 'ignore', got {value!r}")
-    if not (isinstance(level, float | int) and 0 < level < 1):
-        raise UsageError(f"level must lie in (0, 1), got {level!r}")
-    if not (isinstance(n_boot, int) and n_boot >= 1):
-        raise UsageError(f"n_boot must be a positive integer, got {n_boot!r}")
-
-    run_map = ColumnMapping.of(columns)
-    lab_map = ColumnMapping.of(label_columns) if label_columns is not None else run_map
-    run_cols, lab_cols = ("request_id", "item_id", "score"), ("request_id", "item_id", "label")
-    run_df = validate(
-        to_polars(run, kind="run", format=format, columns=[run_map.source(c) for c in run_cols]),
-        "run", run_map, use=run_cols,
-    )
-    lab_df = validate(
-        to_polars(labels, kind="labels", format=format, columns=[lab_map.source(c) for c in lab_cols]),
-        "labels", lab_map, use=lab_cols,
-    )
-
-    prepared = prepare(run_df, lab_df)
-    try:
-        try:
-            values = score_chunk(prepared.chunk, parsed).values
-        except HashCollision:  # pragma: no cover - needs a 64-bit hash collision
-            values = score_chunk(prepared.make_exact(), parsed).values
-    except DuplicateItems as dup:
-        rows = dup.example_rows if prepared.run_rows is None else np.sort(prepared.run_rows[dup.example_rows])
-        first = rows[:3]
-        ex = run_df[first.tolist()] if len(first) else run_df.head(0)
-        raise InputError(
-            "run",
-            [
-                Violation(
-                    f"{run_map.label('request_id')}, {run_map.label('item_id')}",
-                    "each item may appear once per request",
-                    dup.n_rows,
-                    tuple(
-                        f"row {int(r)}: ({a!r}, {b!r})"
-                        for r, a, b in zip(first, ex["request_id"].to_list(), ex["item_id"].to_list(), strict=True)
-                    ),
-                    "drop duplicate (request, item) rows, keeping the one the system really ranked",
-                )
-            ],
-        ) from None
-
-    n_codes = len(prepared.request_ids)
-    in_run = np.arange(n_codes) < prepared.n_run_requests
-    keep = np.ones(n_codes, dtype=bool)
-    labels_only = ~in_run
-    run_only = in_run & ~prepared.has_labels
-    if missing_in_run == "ignore":
-        keep &= ~labels_only
-    if missing_in_labels == "ignore":
-        keep &= ~run_only
-    idx = np.flatnonzero(keep)
-    if len(idx) == 0:
-        raise InputError(
-            "run and labels",
-            [
-                Violation(
-                    "request_id",
-                    "at least one request must be evaluable",
-                    0,
-                    (
-                        f"run has {prepared.n_run_requests} requests, labels {int(prepared.has_labels.sum())}, "
-                        f"missing_in_run={missing_in_run!r}, missing_in_labels={missing_in_labels!r}",
-                    ),
-                    "check that both inputs use the same request ids (and the same column mapping)",
-                )
-            ],
-        )
-
-    columns_out = {"request_id": prepared.request_ids.gather(idx)}
-    matrix = np.empty((len(idx), len(parsed)))
-    for j, m in enumerate(parsed):
-        matrix[:, j] = values[m][idx]
-        columns_out[str(m)] = matrix[:, j]
+        ms = scored.stats[m]
+        if ms.per_unit is not None:
+            columns_out[str(m)] = ms.per_unit
+        elif ms.extra and "per_request" in ms.extra:
+            columns_out[str(m)] = ms.extra["per_request"]
     per_request = pl.DataFrame(columns_out)
 
-    boot = bootstrap_means(matrix, n_boot=n_boot, level=level, seed=seed, method=bootstrap)
-    means = matrix.mean(axis=0) if len(idx) else np.full(len(parsed), np.nan)
-    summary = {
-        str(m): MetricSummary(
-            str(m), float(means[j]), len(idx), float(boot.low[j]), float(boot.high[j]), m.greater_is_better
-        )
-        for j, m in enumerate(parsed)
-    }
-
-    chunk = prepared.chunk
-    n_rel = np.bincount(
-        np.repeat(np.arange(n_codes), np.diff(chunk.lab_starts)), weights=(chunk.grade > 0), minlength=n_codes
-    )
-    counts = {
-        "evaluated": int(len(idx)),
-        "run_requests": int(prepared.n_run_requests),
-        "label_requests": int(prepared.has_labels.sum()),
-        "labels_only_scored_zero" if missing_in_run == "zero" else "labels_only_ignored": int(labels_only.sum()),
-        "run_only_ignored" if missing_in_labels == "ignore" else "run_only_scored_zero": int(run_only.sum()),
-        "evaluated_without_relevant": int((n_rel[idx] == 0).sum()),
-        "run_rows": int(run_df.height),
-        "label_rows": int(lab_df.height),
-    }
     settings = {
         "level": float(level),
         "n_boot": int(n_boot),
         "seed": seed,
-        "bootstrap": boot.method,
+        "bootstrap": method,
         "interval": "percentile bootstrap over requests",
         "missing_in_run": missing_in_run,
         "missing_in_labels": missing_in_labels,
         "ties": "score descending, then item id descending (byte order), as trec_eval",
     }
-    return EvaluationResult(parsed, summary, counts, settings, per_request)
+    extras = {str(m): scored.stats[m].extra for m in parsed if scored.stats[m].extra}
+    result = EvaluationResult(parsed, summary, scored.counts, settings, per_request)
+    result.details = {k: {kk: vv for kk, vv in v.items() if kk != "per_request"} for k, v in extras.items()}
+    return result

@@ -30,6 +30,7 @@ class Prepared:
     has_labels: np.ndarray  # bool per code
     run_rows: np.ndarray | None  # kernel run row -> input row (None: identity)
     make_exact: Callable[[], RankingChunk]
+    run_frame: pl.DataFrame  # the run in kernel row order (all validated columns)
 
 
 def _harmonise(run: pl.DataFrame, labels: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -161,4 +162,5 @@ def prepare(run: pl.DataFrame, labels: pl.DataFrame) -> Prepared:
         has_labels=lab_counts > 0,
         run_rows=run_rows,
         make_exact=lambda: build(exact=True),
+        run_frame=run,
     )

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "bootstrap_means"]
+__all__ = ["BootstrapResult", "bootstrap_means", "bootstrap_replicates", "percentile_interval", "replicate_weights"]
 
 Method = Literal["auto", "multinomial", "poisson"]
 
@@ -91,6 +91,94 @@ class BootstrapResult:
     seed: int | None
 
 
+def _check(n_boot: int, level: float, method: str, n: int) -> str:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if method == "auto":
+        method = "multinomial" if n * n_boot <= 20_000_000 else "poisson"
+    if method not in ("multinomial", "poisson"):
+        raise ValueError(f"method must be 'auto', 'multinomial' or 'poisson', got {method!r}")
+    return method
+
+
+def replicate_weights(
+    n: int, *, n_boot: int, seed: int | None, method: str
+):
+    """Yield blocks of unit weights, shape (b, n), ``n_boot`` rows in all.
+
+    The same seed gives the same weights, so every statistic computed from
+    them (several metrics, two runs of a paired comparison) shares replicates.
+    """
+    rng = np.random.default_rng(seed)
+    draw = _poisson_weights if method == "poisson" else _multinomial_weights
+    block = max(1, min(n_boot, _BLOCK_CELLS // max(n, 1)))
+    done = 0
+    while done < n_boot:
+        b = min(block, n_boot - done)
+        yield draw(rng, (b, n))
+        done += b
+
+
+def bootstrap_replicates(
+    stats: list,
+    n: int,
+    *,
+    n_boot: int = 1000,
+    seed: int | None = 0,
+    method: Method = "auto",
+) -> tuple[np.ndarray, str]:
+    """Replicate values of several statistics, resampling the same units.
+
+    ``stats`` holds :class:`receval.metrics.base.MetricStats`-like objects
+    (``.stats`` of shape (n, s_j), dense or scipy.sparse, and ``.finish``).
+    Each statistic gets its own matrix product, so its replicates do not
+    depend on which other statistics are computed alongside. Returns (values of shape (n_boot, len(stats)),
+    method used). Replicates whose finish is undefined (e.g. a Poisson
+    replicate with total weight 0) are NaN.
+    """
+    method = _check(n_boot, 0.5, method, n)
+    out = np.full((n_boot, len(stats)), np.nan)
+    if n == 0 or not stats:
+        return out, method
+    row = 0
+    for w in replicate_weights(n, n_boot=n_boot, seed=seed, method=method):
+        wf = w.astype(np.float64)
+        b = len(wf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for j, m in enumerate(stats):
+                if isinstance(m.stats, np.ndarray):
+                    sums = wf @ m.stats
+                else:  # scipy.sparse
+                    sums = np.asarray((m.stats.T @ wf.T).T)
+                out[row : row + b, j] = m.finish(sums)
+        row += b
+    return out, method
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval per column, ignoring undefined (NaN) replicates."""
+    alpha = (1.0 - level) / 2.0
+    low = np.full(replicates.shape[1], np.nan)
+    high = np.full(replicates.shape[1], np.nan)
+    for j in range(replicates.shape[1]):
+        col = replicates[:, j]
+        col = col[~np.isnan(col)]
+        if len(col):
+            low[j], high[j] = np.quantile(col, [alpha, 1.0 - alpha])
+    return low, high
+
+
+class _Mean:
+    def __init__(self, x: np.ndarray):
+        self.stats = np.column_stack([x, np.ones(len(x))])
+
+    @staticmethod
+    def finish(sums: np.ndarray) -> np.ndarray:
+        return sums[:, 0] / sums[:, 1]
+
+
 def bootstrap_means(
     values: np.ndarray,
     *,
@@ -118,36 +206,11 @@ def bootstrap_means(
     x = np.asarray(values, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     n, m = x.shape
-    if method == "auto":
-        method = "multinomial" if n * n_boot <= 20_000_000 else "poisson"
-    if method not in ("multinomial", "poisson"):
-        raise ValueError(f"method must be 'auto', 'multinomial' or 'poisson', got {method!r}")
+    method = _check(n_boot, level, method, n)
     if n == 0:
         nan = np.full(m, np.nan)
         return BootstrapResult(nan, nan.copy(), level, n_boot, method, seed)
-    rng = np.random.default_rng(seed)
-    xw = np.hstack([x, np.ones((n, 1))])
-    draw = _poisson_weights if method == "poisson" else _multinomial_weights
-    block = max(1, min(n_boot, _BLOCK_CELLS // max(n, 1)))
-    means = np.empty((n_boot, m))
-    filled = 0
-    while filled < n_boot:
-        b = min(block, n_boot - filled)
-        w = draw(rng, (b, n))
-        sums = w.astype(np.float64) @ xw  # last column: total weight
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[filled : filled + b] = sums[:, :m] / sums[:, m:]
-        filled += b
-    # a Poisson replicate with total weight 0 is undefined: leave it out
-    alpha = (1.0 - level) / 2.0
-    if method == "poisson" and np.isnan(means[:, 0]).any():
-        keep = ~np.isnan(means[:, 0])
-        means = means[keep]
-    low = np.quantile(means, alpha, axis=0)
-    high = np.quantile(means, 1.0 - alpha, axis=0)
+    reps, method = bootstrap_replicates([_Mean(x[:, j]) for j in range(m)], n, n_boot=n_boot, seed=seed, method=method)
+    low, high = percentile_interval(reps, level)
     return BootstrapResult(low, high, level, n_boot, method, seed)
