@@ -155,8 +155,6 @@ def score(
     """Validate, reduce and compute per-unit statistics of ``parsed`` metrics."""
     import importlib
 
-    import polars as pl
-
     from receval.metrics._prepare import prepare
     from receval.metrics.base import EvalContext, mean_stats
     from receval.metrics.ranking import DuplicateItems, HashCollision, score_chunk
