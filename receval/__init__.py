@@ -14,12 +14,15 @@ from receval._version import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from receval.data.contract import ColumnMapping
     from receval.errors import InputError, MetricNameError, ReceValError, UsageError
+    from receval.comparison import ComparisonResult, compare
     from receval.evaluation import EvaluationResult, MetricSummary, evaluate
     from receval.metrics.registry import Metric, parse_metric
 
 __all__ = [
     "__version__",
     "evaluate",
+    "compare",
+    "ComparisonResult",
     "EvaluationResult",
     "MetricSummary",
     "Metric",
@@ -33,6 +36,8 @@ __all__ = [
 
 _LAZY = {
     "evaluate": "receval.evaluation",
+    "compare": "receval.comparison",
+    "ComparisonResult": "receval.comparison",
     "EvaluationResult": "receval.evaluation",
     "MetricSummary": "receval.evaluation",
     "Metric": "receval.metrics.registry",

@@ -69,6 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     ev.add_argument("--per-request", metavar="PATH", help="also write per-request values (.parquet or .csv)")
 
+    cp = sub.add_parser(
+        "compare",
+        help="compare candidate runs with a baseline (paired tests, corrections, non-inferiority)",
+        description="Compare runs on the same requests: difference, paired bootstrap interval, p-value, "
+        "corrected p-value, optional non-inferiority verdict and A/B sample size.",
+    )
+    cp.add_argument("--run", action="append", required=True, metavar="NAME=PATH",
+                    help="a run, repeatable (at least two); the first is the baseline unless --baseline")
+    cp.add_argument("--labels", required=True, help="labels shared by all runs")
+    cp.add_argument("--metric", "-m", action="append", required=True, metavar="M", help="metric name, repeatable")
+    cp.add_argument("--baseline", help="name of the baseline run (default: the first --run)")
+    cp.add_argument("--test", default="paired_t", choices=["paired_t", "wilcoxon", "randomization"])
+    cp.add_argument("--correction", default="holm", choices=["holm", "bonferroni", "bh", "none"])
+    cp.add_argument("--alpha", type=float, default=0.05)
+    cp.add_argument("--margin", type=float, help="non-inferiority margin (metric units, or a share with --relative-margin)")
+    cp.add_argument("--relative-margin", action="store_true", help="the margin is a share of the baseline mean")
+    cp.add_argument("--unit", default="request", choices=["request", "user"])
+    cp.add_argument("--on-mismatch", default="error", choices=["error", "intersect"])
+    cp.add_argument("--format", default="auto", choices=["auto", "trec", "parquet", "csv", "tsv", "jsonl"])
+    cp.add_argument("--output", default="table", choices=["json", "table", "csv"])
+    cp.add_argument("--column", action="append", metavar="CANONICAL=YOURS", help="column mapping, repeatable")
+    cp.add_argument("--level", type=float, default=0.95)
+    cp.add_argument("--n-boot", type=int, default=1000)
+    cp.add_argument("--n-perm", type=int, default=10_000)
+    cp.add_argument("--seed", type=int, default=0)
+
     sub.add_parser("metrics", help="list the registered metrics", description="List the registered metrics.")
     return parser
 
@@ -116,6 +142,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from receval.comparison import compare
+    from receval.errors import UsageError
+
+    runs: dict[str, str] = {}
+    for spec in args.run:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--run expects NAME=PATH, e.g. prod=runs/prod.parquet; got {spec!r}")
+        if name in runs:
+            raise UsageError(f"run name {name!r} given twice")
+        runs[name] = path
+    result = compare(
+        runs, args.labels, args.metric, baseline=args.baseline, test=args.test, correction=args.correction,
+        alpha=args.alpha, margin=args.margin, margin_type="relative" if args.relative_margin else "absolute",
+        unit=args.unit, on_mismatch=args.on_mismatch, columns=_mapping(args.column), format=args.format,
+        level=args.level, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed,
+    )
+    if args.output == "json":
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    elif args.output == "csv":
+        print(result.to_frame().to_csv(index=False), end="")
+    else:
+        print(result.to_markdown(), end="")
+        s = result.settings
+        print(f"\n{s['test']} test, {s['correction']} correction over {len(result.rows)} comparisons, alpha {s['alpha']}; "
+              f"intervals: {s['interval']}.")
+    return EXIT_OK
+
+
 def _cmd_metrics() -> int:
     from receval.metrics.registry import REGISTRY
 
@@ -139,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
         if args.command == "metrics":
             return _cmd_metrics()
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover

@@ -126,6 +126,7 @@ class Scored:
     request_ids: Any  # polars Series, one per unit
     counts: dict[str, int]
     context: Any  # EvalContext or None
+    unit_user: Any = None  # polars Series: the user of each unit (null when unknown), if the run has user_id
 
 
 def _check_options(level: float, n_boot: int, missing_in_run: str, missing_in_labels: str) -> None:
@@ -154,6 +155,8 @@ def score(
 ) -> Scored:
     """Validate, reduce and compute per-unit statistics of ``parsed`` metrics."""
     import importlib
+
+    import polars as pl
 
     from receval.metrics._prepare import prepare
     from receval.metrics.base import EvalContext, mean_stats
@@ -302,7 +305,32 @@ def score(
         "run_rows": int(run_df.height),
         "label_rows": int(lab_df.height),
     }
-    return Scored(parsed, {m: stats[m] for m in parsed}, prepared.request_ids.gather(idx), counts, context)
+    unit_user = None
+    frame = prepared.run_frame
+    if "user_id" in frame.columns:
+        starts = prepared.chunk.run_starts
+        firsts = starts[idx]
+        has_rows = np.diff(starts)[idx] > 0
+        users = frame["user_id"].gather(np.minimum(firsts, max(frame.height - 1, 0)))
+        unit_user = pl.select(pl.when(pl.Series(has_rows)).then(users).otherwise(None)).to_series()
+        # a request is shown to one user: check it, so per-user aggregation is meaningful
+        # (rows are contiguous by request here, so compare neighbours)
+        if frame.height > 1:
+            col = frame["user_id"]
+            changed = (col.slice(1) != col.slice(0, frame.height - 1)).to_numpy()
+            same_request = np.ones(frame.height - 1, dtype=bool)
+            inner_starts = starts[(starts > 0) & (starts < frame.height)]
+            same_request[inner_starts - 1] = False
+            bad = np.flatnonzero(changed & same_request)
+            if len(bad):
+                bad_requests = frame["request_id"].gather(bad).unique(maintain_order=True)
+                raise InputError(
+                    name,
+                    [Violation(run_map.label("user_id"), "must be the same for every row of a request", len(bad_requests),
+                               tuple(repr(v) for v in bad_requests.head(3).to_list()),
+                               "a request is one list shown to one user; check the join that produced the run")],
+                )
+    return Scored(parsed, {m: stats[m] for m in parsed}, prepared.request_ids.gather(idx), counts, context, unit_user)
 
 
 def _catalog_frame(catalog: Any, mapping: Mapping[str, str] | None, format: FileFormat):

@@ -350,3 +350,4 @@ register(
         description="per-request ROC AUC of the scores, relevant vs non-relevant ranked items",
     )
 )
+from receval.metrics import calibration as _calibration  # noqa: E402,F401  (registers calibration metrics)
