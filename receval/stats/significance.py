@@ -98,11 +98,13 @@ def randomization_many(
     """Sign-flip p-values for several columns of differences at once.
 
     ``d`` has shape (n_units, n_columns); every permutation flips the signs of
-    whole units (rows), so columns share permutations. Sums are computed as
-    ``2 * (B @ d) - d.sum()`` with B a 0/1 matrix, in float32 blocks (fast);
-    a permuted sum counts as at least as extreme when it is within a float32
-    rounding bound of the observed one, which can only make p larger
-    (conservative).
+    whole units (rows), so columns share permutations. A permuted sum is
+    ``2 * (B @ d) - d.sum()`` with B a random 0/1 matrix. It is first computed
+    in float32 (fast); permutations whose float32 sum lies within a generous
+    rounding band of the observed |sum| are recomputed exactly in float64, so
+    the count of "at least as extreme" permutations is that of exact
+    arithmetic. Ties with the observed statistic (within 1e-9 relative) count
+    as at least as extreme (conservative).
     """
     d = np.asarray(d, dtype=np.float64)
     if d.ndim == 1:
@@ -114,8 +116,11 @@ def randomization_many(
         return np.ones(m)
     total = d.sum(axis=0)
     observed = np.abs(total)
-    # float32 accumulation error bound (generous): n * eps32 * sum|d|
-    tol = n * np.finfo(np.float32).eps * np.abs(d).sum(axis=0) + 1e-12
+    scale = np.abs(d).sum(axis=0)
+    tie = observed - 1e-9 * scale  # exact sums this close count as ties
+    # float32 error of a blocked dot product grows like eps * sqrt(n) * ||d||_2;
+    # the band is 64x that, and anything inside it is recomputed in float64
+    band = 64.0 * np.finfo(np.float32).eps * np.sqrt(n) * np.sqrt((d * d).sum(axis=0)) + 1e-12
     d32 = d.astype(np.float32)
     rng = np.random.default_rng(seed)
     at_least = np.zeros(m, dtype=np.int64)
@@ -126,8 +131,14 @@ def randomization_many(
         n_bytes = (b * n + 7) // 8
         raw = rng.bit_generator.random_raw((n_bytes + 7) // 8).view(np.uint8)[:n_bytes]
         bits = np.unpackbits(raw)[: b * n].reshape(b, n)
-        sums = 2.0 * (bits.astype(np.float32) @ d32).astype(np.float64) - total
-        at_least += (np.abs(sums) >= observed - tol).sum(axis=0)
+        approx = np.abs(2.0 * (bits.astype(np.float32) @ d32).astype(np.float64) - total)
+        border = np.abs(approx - observed) <= band
+        extreme = approx >= observed
+        rows = np.flatnonzero(border.any(axis=1))
+        if len(rows):
+            exact = np.abs(2.0 * (bits[rows].astype(np.float64) @ d) - total)
+            extreme[rows] = exact >= tie
+        at_least += extreme.sum(axis=0)
         done += b
     return (at_least + 1.0) / (n_perm + 1.0)
 
