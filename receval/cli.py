@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     ev.add_argument("--per-request", metavar="PATH", help="also write per-request values (.parquet or .csv)")
+    ev.add_argument("--by", action="append", metavar="COLUMN", help="slice by a run or attributes column, repeatable")
+    ev.add_argument("--attributes", metavar="PATH", help="table keyed by request_id or user_id with slice columns")
+    ev.add_argument("--catalog", metavar="PATH", help="item catalog (item_id, popularity, category, ...) for beyond-accuracy metrics")
 
     cp = sub.add_parser(
         "compare",
@@ -113,6 +116,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         level=args.level,
         n_boot=args.n_boot,
         seed=args.seed,
+        by=args.by,
+        attributes=args.attributes,
+        catalog=args.catalog,
     )
     if args.per_request:
         from receval.errors import UsageError
@@ -139,6 +145,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if c.get("evaluated_without_relevant"):
             notes.append(f"{c['evaluated_without_relevant']} without any relevant item (scored 0)")
         print("\n" + "; ".join(notes) + ".")
+        if result.slices is not None:
+            print("\nBy slice:\n")
+            from receval._markdown import table
+
+            frame = result.per_slice_polars()
+            print(table(frame.columns, list(frame.iter_rows())), end="")
     return EXIT_OK
 
 

@@ -137,15 +137,6 @@ class _Pair:
         return c / b - 1.0 if self.relative else c - b
 
 
-def _take(ms: Any, rows: np.ndarray) -> Any:
-    """MetricStats restricted (and reordered) to the given units."""
-    from receval.metrics.base import MetricStats
-
-    return MetricStats(
-        ms.stats[rows], ms.finish, per_unit=None if ms.per_unit is None else ms.per_unit[rows], scope=ms.scope
-    )
-
-
 def _by_user(ms: Any, groups: np.ndarray, n_groups: int) -> Any:
     """Per-user statistics: per-request means averaged per user; sums pooled per user."""
     import scipy.sparse as sp
@@ -315,8 +306,8 @@ def compare(
             raise InputError(f"{baseline} vs {cand_name}", [Violation("request_id", "the runs share no evaluated request", 0)])
         ib, ic = joined["__b"].to_numpy(), joined["__c"].to_numpy()
 
-        pairs_b = {m: _take(base.stats[m], ib) for m in parsed}
-        pairs_c = {m: _take(cand.stats[m], ic) for m in parsed}
+        pairs_b = {m: base.stats[m].take(ib) for m in parsed}
+        pairs_c = {m: cand.stats[m].take(ic) for m in parsed}
         n_units = len(ib)
         if unit == "user":
             if base.unit_user is None or cand.unit_user is None:

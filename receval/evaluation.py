@@ -61,6 +61,16 @@ class EvaluationResult:
     _per_request: Any = field(repr=False)  # polars DataFrame
     details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     """per metric, extra tables (e.g. the reliability table of ``ece``)"""
+    _slices: Any = field(default=None, repr=False)  # polars DataFrame or None
+
+    @property
+    def slices(self):
+        """Per-slice results (pandas): slice columns, metric, mean, ci_low, ci_high, n; None without ``by``."""
+        return None if self._slices is None else self._slices.to_pandas()
+
+    def per_slice_polars(self):
+        """Per-slice results as a polars DataFrame (None without ``by``)."""
+        return self._slices
 
     def __getitem__(self, metric: str | Metric) -> MetricSummary:
         from receval.metrics.registry import parse_metric
@@ -88,11 +98,17 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: ``metrics`` maps canonical names to mean, n, ci_low, ci_high."""
-        return {
+        out: dict[str, Any] = {
             "metrics": {name: s.to_dict() for name, s in self.summary.items()},
             "counts": dict(self.counts),
-            "settings": {k: v for k, v in self.settings.items()},
+            "settings": dict(self.settings),
         }
+        if self._slices is not None:
+            out["slices"] = [
+                {k: (_json_float(v) if isinstance(v, float) else v) for k, v in row.items()}
+                for row in self._slices.iter_rows(named=True)
+            ]
+        return out
 
     def to_markdown(self, digits: int = 4) -> str:
         """A Markdown table of the summary (rounding happens only here)."""
@@ -127,6 +143,7 @@ class Scored:
     counts: dict[str, int]
     context: Any  # EvalContext or None
     unit_user: Any = None  # polars Series: the user of each unit (null when unknown), if the run has user_id
+    unit_attrs: Any = None  # polars DataFrame: slice columns per unit, when asked for
 
 
 def _check_options(level: float, n_boot: int, missing_in_run: str, missing_in_labels: str) -> None:
@@ -152,6 +169,7 @@ def score(
     missing_in_run: MissingPolicy = "zero",
     missing_in_labels: MissingPolicy = "ignore",
     name: str = "run",
+    slice_columns: tuple[str, ...] = (),
 ) -> Scored:
     """Validate, reduce and compute per-unit statistics of ``parsed`` metrics."""
     import importlib
@@ -175,7 +193,7 @@ def score(
     raw_run = to_polars(
         run, kind="run", format=format, name=name,
         columns=[run_map.source(c) for c in run_cols] + [run_map.source(c) for c in optional_run]
-        + ([run_map.source("label")] if labels is None else []),
+        + ([run_map.source("label")] if labels is None else []) + list(slice_columns),
     )
     if need_prediction and run_map.source("prediction") not in raw_run.columns:
         raise InputError(
@@ -183,7 +201,7 @@ def score(
             [Violation(run_map.label("prediction"), "required column is missing", raw_run.height, (),
                        "calibration metrics need a predicted probability per row; map it with columns={'prediction': 'your_name'}")],
         )
-    run_df = validate(raw_run, "run", run_map, name=name, use=run_cols + optional_run)
+    run_df = validate(raw_run, "run", run_map, name=name, use=run_cols + optional_run, passthrough=slice_columns)
     lab_cols = ("request_id", "item_id", "label")
     if labels is None:
         if run_map.source("label") not in raw_run.columns:
@@ -305,32 +323,50 @@ def score(
         "run_rows": int(run_df.height),
         "label_rows": int(lab_df.height),
     }
-    unit_user = None
     frame = prepared.run_frame
-    if "user_id" in frame.columns:
-        starts = prepared.chunk.run_starts
-        firsts = starts[idx]
-        has_rows = np.diff(starts)[idx] > 0
-        users = frame["user_id"].gather(np.minimum(firsts, max(frame.height - 1, 0)))
-        unit_user = pl.select(pl.when(pl.Series(has_rows)).then(users).otherwise(None)).to_series()
-        # a request is shown to one user: check it, so per-user aggregation is meaningful
-        # (rows are contiguous by request here, so compare neighbours)
-        if frame.height > 1:
-            col = frame["user_id"]
-            changed = (col.slice(1) != col.slice(0, frame.height - 1)).to_numpy()
-            same_request = np.ones(frame.height - 1, dtype=bool)
-            inner_starts = starts[(starts > 0) & (starts < frame.height)]
-            same_request[inner_starts - 1] = False
-            bad = np.flatnonzero(changed & same_request)
-            if len(bad):
-                bad_requests = frame["request_id"].gather(bad).unique(maintain_order=True)
-                raise InputError(
-                    name,
-                    [Violation(run_map.label("user_id"), "must be the same for every row of a request", len(bad_requests),
-                               tuple(repr(v) for v in bad_requests.head(3).to_list()),
-                               "a request is one list shown to one user; check the join that produced the run")],
-                )
-    return Scored(parsed, {m: stats[m] for m in parsed}, prepared.request_ids.gather(idx), counts, context, unit_user)
+    per_unit = {
+        c: _per_request_value(frame, prepared.chunk.run_starts, idx, c, name, run_map.label(c) if c == "user_id" else c)
+        for c in (("user_id",) if "user_id" in frame.columns else ()) + tuple(c for c in slice_columns if c != "user_id")
+    }
+    unit_user = per_unit.get("user_id")
+    unit_attrs = pl.DataFrame({c: per_unit[c] for c in slice_columns}) if slice_columns else None
+    return Scored(parsed, {m: stats[m] for m in parsed}, prepared.request_ids.gather(idx), counts, context,
+                  unit_user, unit_attrs)
+
+
+def _per_request_value(frame, starts: np.ndarray, idx: np.ndarray, column: str, name: str, label: str):
+    """The value of ``column`` for each evaluated request (null without run rows).
+
+    The column must be constant within a request (rows are contiguous by
+    request here, so neighbours are compared).
+    """
+    import polars as pl
+
+    firsts = starts[idx]
+    has_rows = np.diff(starts)[idx] > 0
+    col = frame[column]
+    values = col.gather(np.minimum(firsts, max(frame.height - 1, 0))) if frame.height else col.clear(len(idx))
+    values = pl.select(pl.when(pl.Series(has_rows)).then(values).otherwise(None).alias(column)).to_series()
+    if frame.height > 1:
+        changed = (col.slice(1) != col.slice(0, frame.height - 1)).fill_null(False).to_numpy()
+        changed |= (col.slice(1).is_null() != col.slice(0, frame.height - 1).is_null()).to_numpy()
+        same_request = np.ones(frame.height - 1, dtype=bool)
+        inner_starts = starts[(starts > 0) & (starts < frame.height)]
+        same_request[inner_starts - 1] = False
+        bad = np.flatnonzero(changed & same_request)
+        if len(bad):
+            bad_requests = frame["request_id"].gather(bad).unique(maintain_order=True)
+            hint = (
+                "a request is one list shown to one user; check the join that produced the run"
+                if column == "user_id"
+                else "slice by attributes of the request or its user; item attributes vary within a list"
+            )
+            raise InputError(
+                name,
+                [Violation(label, "must be the same for every row of a request", len(bad_requests),
+                           tuple(repr(v) for v in bad_requests.head(3).to_list()), hint)],
+            )
+    return values
 
 
 def _catalog_frame(catalog: Any, mapping: Mapping[str, str] | None, format: FileFormat):
@@ -391,6 +427,9 @@ def evaluate(
     label_columns: Mapping[str, str] | ColumnMapping | None = None,
     catalog: Any = None,
     catalog_columns: Mapping[str, str] | None = None,
+    by: str | list[str] | None = None,
+    attributes: Any = None,
+    cold_start: Mapping[str, Any] | None = None,
     format: FileFormat = "auto",
     missing_in_run: MissingPolicy = "zero",
     missing_in_labels: MissingPolicy = "ignore",
@@ -417,6 +456,14 @@ def evaluate(
     catalog : frame or path, optional
         Items and their attributes (``item_id``, ``popularity``, ``category``,
         ...) for beyond-accuracy metrics; ``catalog_columns`` renames them.
+    by : column name(s) to slice by, e.g. ``["country", "is_new_user"]``:
+        columns of the run (constant within a request) or of ``attributes``.
+        Per-slice values, n and intervals are in ``result.slices``.
+    attributes : frame or path keyed by ``request_id`` or ``user_id`` holding
+        slice columns (e.g. a users table).
+    cold_start : ``{"history": frame_or_path, "min_interactions": 5}`` adds the
+        slice ``cold_start_user``: users with fewer than ``min_interactions``
+        rows in the history (needs ``user_id`` in the run).
     format : file format of paths, ``"auto"`` by extension.
     missing_in_run : requests judged in ``labels`` but absent from ``run``:
         ``"zero"`` (default, trec_eval ``-c``) scores them 0; ``"ignore"`` leaves them out.
@@ -446,14 +493,21 @@ def evaluate(
     """
     import polars as pl
 
+    from receval.slices import resolve_by, slice_summaries, unit_table
+
     parsed = parse_metrics(metrics)
     _check_options(level, n_boot, missing_in_run, missing_in_labels)
+    slice_cols, from_run, attr_table = resolve_by(by, attributes, cold_start)
     scored = score(
         run, labels, parsed, columns=columns, label_columns=label_columns, catalog=catalog,
         catalog_columns=catalog_columns, format=format, missing_in_run=missing_in_run,
-        missing_in_labels=missing_in_labels,
+        missing_in_labels=missing_in_labels, slice_columns=from_run,
     )
     summary, method = summarise(scored, level=level, n_boot=n_boot, seed=seed, bootstrap=bootstrap)
+    slices = None
+    if slice_cols:
+        units = unit_table(scored, slice_cols, attr_table, cold_start)
+        slices = slice_summaries(scored, slice_cols, units, level=level, n_boot=n_boot, seed=seed, bootstrap=method)
 
     columns_out: dict[str, Any] = {"request_id": scored.request_ids}
     for m in parsed:
@@ -475,6 +529,6 @@ def evaluate(
         "ties": "score descending, then item id descending (byte order), as trec_eval",
     }
     extras = {str(m): scored.stats[m].extra for m in parsed if scored.stats[m].extra}
-    result = EvaluationResult(parsed, summary, scored.counts, settings, per_request)
+    result = EvaluationResult(parsed, summary, scored.counts, settings, per_request, _slices=slices)
     result.details = {k: {kk: vv for kk, vv in v.items() if kk != "per_request"} for k, v in extras.items()}
     return result

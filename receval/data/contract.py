@@ -148,13 +148,15 @@ def validate(
     *,
     name: str | None = None,
     use: tuple[str, ...] | None = None,
+    passthrough: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """Rename to canonical names, coerce types and check the contract.
 
     Returns a frame with canonical column names: ids as Int64 or String,
     numeric columns as Float64. ``use`` limits the optional columns kept and
-    checked to those the caller needs (default: all present). Raises
-    :class:`InputError` listing every violation.
+    checked to those the caller needs (default: all present).
+    ``passthrough`` names extra (non-canonical) columns kept unchanged, e.g.
+    slice attributes. Raises :class:`InputError` listing every violation.
     """
     import polars as pl
 
@@ -177,7 +179,13 @@ def validate(
 
     keep = optional if use is None else tuple(c for c in optional if c in use)
     wanted = [c for c in (*required, *keep) if mapping.source(c) in available]
-    frame = frame.select([pl.col(mapping.source(c)).alias(c) for c in wanted])
+    extra = [c for c in passthrough if c not in wanted]
+    absent = [c for c in extra if c not in available]
+    for c in absent:
+        violations.append(Violation(c, "column named in by= is missing", frame.height, (), f"available columns are {available[:12]}"))
+    if absent:
+        raise InputError(label, violations)
+    frame = frame.select([pl.col(mapping.source(c)).alias(c) for c in wanted] + [pl.col(c) for c in extra])
 
     casts: list[pl.Expr] = []
     dtypes: dict[str, Any] = {}

@@ -49,6 +49,15 @@ class MetricStats:
     scope: str = "request"
     extra: dict[str, Any] | None = None
 
+    def take(self, units: np.ndarray) -> MetricStats:
+        """These statistics restricted (and reordered) to the given units."""
+        return MetricStats(
+            self.stats[units],
+            self.finish,
+            per_unit=None if self.per_unit is None else self.per_unit[units],
+            scope=self.scope,
+        )
+
     def value(self, units: np.ndarray | None = None) -> float:
         """Point estimate over all units, or over the given unit indices."""
         if self.per_unit is not None:
