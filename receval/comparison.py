@@ -53,6 +53,8 @@ class ComparisonRow:
     ni_bound: float | None = None
     non_inferior: bool | None = None
     ab_units_per_arm: float | None = None
+    sd_baseline: float | None = None
+    sd_candidate: float | None = None
     note: str = ""
 
 
@@ -362,6 +364,7 @@ def compare(
                 n_ab = sample_size(sd_b, sd_c, abs(diff), alpha=alpha, power=power) if n_units > 1 else math.nan
             else:
                 p, eff, n_ab = math.nan, math.nan, None
+                sd_b = sd_c = None
                 note = "population-level metric: interval only, no test"
             mg = _margin_for(margin, m)
             ni = bound = None
@@ -383,7 +386,8 @@ def compare(
                     ci_low=float(lo), ci_high=float(hi), rel_diff=rel, rel_ci_low=float(rlo), rel_ci_high=float(rhi),
                     test=test if m in diffs else "none", p_value=float(p), p_adjusted=math.nan, significant=None,
                     effect_size=float(eff), margin=mg, margin_type=margin_type if mg is not None else None,
-                    ni_bound=bound, non_inferior=ni, ab_units_per_arm=n_ab, note=note,
+                    ni_bound=bound, non_inferior=ni, ab_units_per_arm=n_ab, sd_baseline=sd_b, sd_candidate=sd_c,
+                    note=note,
                 )
             )
     adjusted = adjust_pvalues([r.p_value for r in rows], correction)

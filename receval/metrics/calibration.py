@@ -60,6 +60,8 @@ RELIABILITY_LEVEL = 0.95
 # dense per-request bin statistics up to this many cells (8 bytes each);
 # beyond it they are stored as a scipy.sparse CSR matrix
 _DENSE_CELLS = 1 << 22
+# (unit, bin) cells counted at once when building the sparse statistics
+_CHUNK_CELLS = 1 << 18
 
 _MIN_LABEL = Param(
     float,
@@ -177,36 +179,67 @@ def _edges_and_bins(p: np.ndarray, bins: int, strategy: str) -> tuple[np.ndarray
 
 
 def _unit_bin_stats(unit: np.ndarray, b: np.ndarray, p: np.ndarray, y: np.ndarray, n_units: int, n_bins: int):
-    """Per-unit statistics ``[count_0..count_B-1, sum_p_0.., sum_y_0..]``."""
+    """Per-unit statistics ``[count_0..count_B-1, sum_p_0.., sum_y_0..]``.
+
+    Dense while ``n_units * 3 * n_bins`` is small, else a CSR matrix holding
+    only the occupied (unit, bin) cells, built chunk of units by chunk of
+    units so no array of ``n_units * n_bins`` cells is ever allocated.
+    """
     import numpy as np
 
-    m = len(p)
     size = n_units * n_bins
-    key = unit.astype(np.int64) * n_bins + b
-    if size <= 4 * m + (1 << 20):
+    if 3 * size <= _DENSE_CELLS:
+        key = unit * n_bins + b
         cnt = np.bincount(key, minlength=size).astype(np.float64)
         sp = np.bincount(key, weights=p, minlength=size)
         sy = np.bincount(key, weights=y, minlength=size)
-        if 3 * size <= _DENSE_CELLS:
-            return np.hstack([cnt.reshape(n_units, n_bins), sp.reshape(n_units, n_bins), sy.reshape(n_units, n_bins)])
-        cells = np.flatnonzero(cnt)
-        cnt, sp, sy = cnt[cells], sp[cells], sy[cells]
-    else:  # very many (unit, bin) cells: only the occupied ones
-        cells, inverse = np.unique(key, return_inverse=True)
-        cnt = np.bincount(inverse, minlength=len(cells)).astype(np.float64)
-        sp = np.bincount(inverse, weights=p, minlength=len(cells))
-        sy = np.bincount(inverse, weights=y, minlength=len(cells))
+        return np.hstack([cnt.reshape(n_units, n_bins), sp.reshape(n_units, n_bins), sy.reshape(n_units, n_bins)])
+
     import scipy.sparse as sparse
 
+    if len(unit) > 1 and not bool(np.all(unit[1:] >= unit[:-1])):
+        order = np.argsort(unit, kind="stable")
+        unit, b, p, y = unit[order], b[order], p[order], y[order]
+    step = max(1, _CHUNK_CELLS // n_bins)  # units per chunk
+    bounds = np.searchsorted(unit, np.arange(0, n_units + step, step))
+    parts: list[tuple[np.ndarray, ...]] = []
+    for i in range(len(bounds) - 1):
+        r0, r1 = int(bounds[i]), int(bounds[i + 1])
+        if r0 == r1:
+            continue
+        u0 = i * step
+        key = (unit[r0:r1] - u0) * n_bins + b[r0:r1]
+        cells_size = min(step, n_units - u0) * n_bins
+        cnt = np.bincount(key, minlength=cells_size)
+        cells = np.flatnonzero(cnt)
+        parts.append(
+            (
+                cells + u0 * n_bins,
+                cnt[cells].astype(np.float64),
+                np.bincount(key, weights=p[r0:r1], minlength=cells_size)[cells],
+                np.bincount(key, weights=y[r0:r1], minlength=cells_size)[cells],
+            )
+        )
+    if parts:
+        cells, cnt, sp, sy = (np.concatenate(col) for col in zip(*parts, strict=True))
+    else:
+        cells, cnt, sp, sy = (np.zeros(0, dtype=t) for t in (np.int64, np.float64, np.float64, np.float64))
+    # cells are sorted, so each unit's cells are contiguous: lay the CSR out directly,
+    # per unit first its counts, then its sums of p, then its sums of y
     rows = cells // n_bins
-    cols = cells % n_bins
-    return sparse.csr_matrix(
-        (
-            np.concatenate([cnt, sp, sy]),
-            (np.concatenate([rows, rows, rows]), np.concatenate([cols, cols + n_bins, cols + 2 * n_bins])),
-        ),
-        shape=(n_units, 3 * n_bins),
-    )
+    cols = cells - rows * n_bins
+    per_row = np.bincount(rows, minlength=n_units)
+    first = np.cumsum(per_row) - per_row  # index of each unit's first cell
+    k = per_row[rows]
+    pos = 3 * first[rows] + (np.arange(len(cells)) - first[rows])
+    data = np.empty(3 * len(cells), dtype=np.float64)
+    indices = np.empty(3 * len(cells), dtype=np.int64)
+    for offset, values, shift in ((0, cnt, 0), (1, sp, n_bins), (2, sy, 2 * n_bins)):
+        at = pos + offset * k
+        data[at] = values
+        indices[at] = cols + shift
+    indptr = np.concatenate([[0], np.cumsum(3 * per_row)])
+    return sparse.csr_matrix((data, indices, indptr), shape=(n_units, 3 * n_bins))
 
 
 def _split(sums: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -383,32 +416,45 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
     n_rows = len(p)
 
     ys: dict[float, np.ndarray] = {}
+    positives: dict[float, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = {}
     binned: dict[tuple[int, str, float], tuple[Any, np.ndarray, int]] = {}
     out: dict[Metric, MetricStats] = {}
 
+    def positive(min_label: float) -> np.ndarray:
+        if min_label not in positives:
+            positives[min_label] = grade >= min_label
+        return positives[min_label]
+
     def outcome(min_label: float) -> np.ndarray:
         if min_label not in ys:
-            ys[min_label] = (grade >= min_label).astype(np.float64)
+            ys[min_label] = positive(min_label).astype(np.float64)
         return ys[min_label]
 
     def rows_per_unit() -> np.ndarray:
-        return np.bincount(unit, minlength=n_units).astype(np.float64)
+        if "rows" not in cache:
+            cache["rows"] = np.bincount(unit, minlength=n_units).astype(np.float64)
+        return cache["rows"]
 
     for m in metrics:
         min_label = float(m.param("min_label"))
         y = outcome(min_label)
         if m.name in ("brier", "logloss"):
             if m.name == "brier":
-                loss = (p - y) ** 2
+                loss = p - y
+                loss *= loss
             else:
                 eps = np.finfo(np.float64).eps
                 # clip the probability given to the observed outcome, as sklearn clips [1 - p, p]
-                q = np.where(y > 0, p, 1.0 - p)
-                loss = -np.log(np.clip(q, eps, 1.0 - eps))
+                loss = 1.0 - p
+                np.copyto(loss, p, where=positive(min_label))
+                np.clip(loss, eps, 1.0 - eps, out=loss)
+                np.log(loss, out=loss)
+                np.negative(loss, out=loss)
             stats = np.column_stack([np.bincount(unit, weights=loss, minlength=n_units), rows_per_unit()])
             out[m] = MetricStats(
                 stats, _ratio, per_unit=None, scope="population",
-                extra={"n_rows": n_rows, "n_positive": int(y.sum()), "pooled": "rows (impressions); intervals resample requests"},
+                extra={"n_rows": n_rows, "n_positive": int(np.count_nonzero(positive(min_label))), "pooled": "rows (impressions); intervals resample requests"},
             )
             continue
         if m.name not in ("ece", "mce"):  # pragma: no cover - registry and module out of sync
@@ -431,7 +477,7 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
             "nonempty_bins": int(np.count_nonzero(n)),
             "edges": [float(e) for e in edges],
             "n_rows": n_rows,
-            "n_positive": int(y.sum()),
+            "n_positive": int(np.count_nonzero(positive(min_label))),
         }
         finish = _ece_finish(n_bins) if m.name == "ece" else _mce_finish(n_bins)
         out[m] = MetricStats(stats, finish, per_unit=None, scope="population", extra=extra)

@@ -351,3 +351,4 @@ register(
     )
 )
 from receval.metrics import calibration as _calibration  # noqa: E402,F401  (registers calibration metrics)
+from receval.metrics import beyond as _beyond  # noqa: E402,F401  (registers beyond-accuracy metrics)
