@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a run against relevance labels: per-metric mean, n and bootstrap interval.",
     )
     ev.add_argument("--run", required=True, help="run: Parquet, CSV, TSV, JSONL or TREC run file")
-    ev.add_argument("--labels", required=True, help="labels: Parquet, CSV, TSV, JSONL or TREC qrels file")
+    ev.add_argument("--labels", help="labels: Parquet, CSV, TSV, JSONL or TREC qrels file "
+                    "(omit when the run has its own label column, as logged impressions do)")
     ev.add_argument(
         "--metric", "-m", action="append", required=True, metavar="M",
         help="metric name, repeatable: ndcg@10, map@100, recall(min_label=2)@20, ...",

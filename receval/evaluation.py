@@ -42,6 +42,26 @@ def _json_float(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _json_safe(value: Any) -> Any:
+    """Recursively turn numpy scalars / non-finite floats / tuples into JSON-safe values."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _json_float(value)
+    if isinstance(value, int | str | bool) or value is None:
+        return value
+    if hasattr(value, "to_dict"):  # a small frame
+        try:
+            return _json_safe(value.to_dict(orient="records"))
+        except TypeError:
+            return _json_safe(value.to_dict())
+    return str(value)
+
+
 @dataclass
 class EvaluationResult:
     """What :func:`evaluate` returns, whatever the number of metrics.
@@ -103,6 +123,8 @@ class EvaluationResult:
             "counts": dict(self.counts),
             "settings": dict(self.settings),
         }
+        if self.details:
+            out["details"] = _json_safe(self.details)
         if self._slices is not None:
             out["slices"] = [
                 {k: (_json_float(v) if isinstance(v, float) else v) for k, v in row.items()}

@@ -23,7 +23,8 @@ Binning (``strategy``):
 * ``uniform`` (default): bin ``b = min(floor(p * bins), bins - 1)`` computed in
   double precision, i.e. bins ``[b/bins, (b+1)/bins)`` with the last bin closed
   so that ``p = 1`` lands in it.
-* ``quantile``: edges are ``np.quantile(p, linspace(0, 1, bins + 1))`` over all
+* ``quantile``: edges are the sample quantiles of p at j / bins, j = 0..bins
+  (numpy's default linear interpolation, the rank computed exactly) over all
   evaluated rows, repeated edges are collapsed (so fewer bins may be used; with
   all predictions equal there is exactly one bin), and a row goes to the last
   bin whose lower edge is <= p (the last edge is inclusive). The edges are
@@ -52,16 +53,19 @@ if TYPE_CHECKING:
     from receval.metrics.base import EvalContext, MetricStats
     from receval.metrics.registry import Metric
 
-__all__ = ["compute", "reliability_table", "RELIABILITY_LEVEL"]
+__all__ = ["compute", "reliability_table", "RELIABILITY_LEVEL", "MAX_BINS"]
 
 #: coverage of the Wilson interval in the reliability tables of ``ece`` / ``mce``
 RELIABILITY_LEVEL = 0.95
 
+#: largest ``bins`` accepted (the reliability table lists every bin)
+MAX_BINS = 100_000
+
 # dense per-request bin statistics up to this many cells (8 bytes each);
 # beyond it they are stored as a scipy.sparse CSR matrix
-_DENSE_CELLS = 1 << 22
+_DENSE_CELLS = 1 << 23
 # (unit, bin) cells counted at once when building the sparse statistics
-_CHUNK_CELLS = 1 << 18
+_CHUNK_CELLS = 1 << 16
 
 _MIN_LABEL = Param(
     float,
@@ -156,6 +160,26 @@ def _check_prediction(p: np.ndarray, frame: str = "run", column: str = "predicti
 # ---------------------------------------------------------------------------
 
 
+def _quantiles(p: np.ndarray, bins: int) -> np.ndarray:
+    """Sample quantiles of ``p`` at j / bins, j = 0..bins (numpy's default "linear" method).
+
+    The rank ``(n - 1) j / bins`` is split into integer and fractional parts
+    exactly (integer arithmetic), so a quantile that falls on a rank is exactly
+    that prediction; ``np.quantile`` can be one ulp off there, which would
+    move a prediction equal to the edge into the bin below.
+    """
+    import numpy as np
+
+    n = len(p)
+    num = (n - 1) * np.arange(bins + 1, dtype=np.int64)
+    lo = num // bins
+    frac = (num - lo * bins) / bins
+    hi = np.minimum(lo + 1, n - 1)
+    part = np.partition(p, np.unique(np.concatenate([lo, hi])))
+    a, b = part[lo], part[hi]
+    return np.clip(a + frac * (b - a), a, b)
+
+
 def _edges_and_bins(p: np.ndarray, bins: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
     """Bin edges (n_bins + 1) and the bin index of every prediction."""
     import numpy as np
@@ -168,21 +192,28 @@ def _edges_and_bins(p: np.ndarray, bins: int, strategy: str) -> tuple[np.ndarray
         raise ValueError(f"unknown binning strategy {strategy!r}")
     if len(p) == 0:
         return np.array([0.0, 1.0]), np.zeros(0, dtype=np.int64)
-    edges = np.quantile(p, np.linspace(0.0, 1.0, bins + 1))
+    edges = _quantiles(p, bins)
     edges = np.unique(np.maximum.accumulate(edges))  # sorted, repeated edges collapsed
     if len(edges) == 1:  # all predictions equal: one bin [p, p]
         return np.array([edges[0], edges[0]]), np.zeros(len(p), dtype=np.int64)
     n_bins = len(edges) - 1
+    # the bin of p is the number of interior edges <= p (the last edge is inclusive)
+    if n_bins <= 32:  # a few vectorised comparisons beat a binary search per row
+        b16 = np.zeros(len(p), dtype=np.int16)
+        for edge in edges[1:-1]:
+            b16 += p >= edge
+        return edges, b16.astype(np.int64)
     b = np.searchsorted(edges, p, side="right") - 1
-    np.clip(b, 0, n_bins - 1, out=b)  # the last edge is inclusive
-    return edges, b.astype(np.int64, copy=False)
+    np.clip(b, 0, n_bins - 1, out=b)
+    return edges, b
 
 
 def _unit_bin_stats(unit: np.ndarray, b: np.ndarray, p: np.ndarray, y: np.ndarray, n_units: int, n_bins: int):
-    """Per-unit statistics ``[count_0..count_B-1, sum_p_0.., sum_y_0..]``.
+    """Per-unit bin statistics: column ``3 * bin + j`` holds, for j = 0, 1, 2,
+    the bin's row count, sum of predictions and sum of outcomes.
 
     Dense while ``n_units * 3 * n_bins`` is small, else a CSR matrix holding
-    only the occupied (unit, bin) cells, built chunk of units by chunk of
+    only the occupied (unit, bin) cells, counted chunk of units by chunk of
     units so no array of ``n_units * n_bins`` cells is ever allocated.
     """
     import numpy as np
@@ -190,10 +221,11 @@ def _unit_bin_stats(unit: np.ndarray, b: np.ndarray, p: np.ndarray, y: np.ndarra
     size = n_units * n_bins
     if 3 * size <= _DENSE_CELLS:
         key = unit * n_bins + b
-        cnt = np.bincount(key, minlength=size).astype(np.float64)
-        sp = np.bincount(key, weights=p, minlength=size)
-        sy = np.bincount(key, weights=y, minlength=size)
-        return np.hstack([cnt.reshape(n_units, n_bins), sp.reshape(n_units, n_bins), sy.reshape(n_units, n_bins)])
+        out = np.empty((size, 3), dtype=np.float64)
+        out[:, 0] = np.bincount(key, minlength=size)
+        out[:, 1] = np.bincount(key, weights=p, minlength=size)
+        out[:, 2] = np.bincount(key, weights=y, minlength=size)
+        return out.reshape(n_units, 3 * n_bins)
 
     import scipy.sparse as sparse
 
@@ -202,55 +234,46 @@ def _unit_bin_stats(unit: np.ndarray, b: np.ndarray, p: np.ndarray, y: np.ndarra
         unit, b, p, y = unit[order], b[order], p[order], y[order]
     step = max(1, _CHUNK_CELLS // n_bins)  # units per chunk
     bounds = np.searchsorted(unit, np.arange(0, n_units + step, step))
-    parts: list[tuple[np.ndarray, ...]] = []
+    idx_dtype = np.int32 if 3 * len(unit) < 2**31 - 1 else np.int64
+    triple = np.arange(3, dtype=idx_dtype)
+    per_unit, indices, values = [], [], []
     for i in range(len(bounds) - 1):
         r0, r1 = int(bounds[i]), int(bounds[i + 1])
-        if r0 == r1:
-            continue
         u0 = i * step
+        chunk_units = min(step, n_units - u0)
+        if r0 == r1:
+            per_unit.append(np.zeros(chunk_units, dtype=np.int64))
+            continue
         key = (unit[r0:r1] - u0) * n_bins + b[r0:r1]
-        cells_size = min(step, n_units - u0) * n_bins
+        cells_size = chunk_units * n_bins
         cnt = np.bincount(key, minlength=cells_size)
-        cells = np.flatnonzero(cnt)
-        parts.append(
-            (
-                cells + u0 * n_bins,
-                cnt[cells].astype(np.float64),
-                np.bincount(key, weights=p[r0:r1], minlength=cells_size)[cells],
-                np.bincount(key, weights=y[r0:r1], minlength=cells_size)[cells],
-            )
-        )
-    if parts:
-        cells, cnt, sp, sy = (np.concatenate(col) for col in zip(*parts, strict=True))
-    else:
-        cells, cnt, sp, sy = (np.zeros(0, dtype=t) for t in (np.int64, np.float64, np.float64, np.float64))
-    # cells are sorted, so each unit's cells are contiguous: lay the CSR out directly,
-    # per unit first its counts, then its sums of p, then its sums of y
-    rows = cells // n_bins
-    cols = cells - rows * n_bins
-    per_row = np.bincount(rows, minlength=n_units)
-    first = np.cumsum(per_row) - per_row  # index of each unit's first cell
-    k = per_row[rows]
-    pos = 3 * first[rows] + (np.arange(len(cells)) - first[rows])
-    data = np.empty(3 * len(cells), dtype=np.float64)
-    indices = np.empty(3 * len(cells), dtype=np.int64)
-    for offset, values, shift in ((0, cnt, 0), (1, sp, n_bins), (2, sy, 2 * n_bins)):
-        at = pos + offset * k
-        data[at] = values
-        indices[at] = cols + shift
-    indptr = np.concatenate([[0], np.cumsum(3 * per_row)])
-    return sparse.csr_matrix((data, indices, indptr), shape=(n_units, 3 * n_bins))
+        cells = np.flatnonzero(cnt)  # sorted: by unit, then bin
+        rows = cells // n_bins
+        per_unit.append(np.bincount(rows, minlength=chunk_units))
+        indices.append((3 * (cells - rows * n_bins)).astype(idx_dtype)[:, None] + triple)
+        v = np.empty((len(cells), 3), dtype=np.float64)
+        v[:, 0] = cnt[cells]
+        v[:, 1] = np.bincount(key, weights=p[r0:r1], minlength=cells_size)[cells]
+        v[:, 2] = np.bincount(key, weights=y[r0:r1], minlength=cells_size)[cells]
+        values.append(v)
+    # each unit's cells are contiguous and in bin order, three entries per cell
+    indptr = np.zeros(n_units + 1, dtype=idx_dtype)
+    np.cumsum(3 * np.concatenate(per_unit), out=indptr[1:])
+    data = np.concatenate(values).ravel() if values else np.zeros(0)
+    cols = np.concatenate(indices).ravel() if indices else np.zeros(0, dtype=idx_dtype)
+    return sparse.csr_matrix((data, cols, indptr), shape=(n_units, 3 * n_bins))
 
 
-def _split(sums: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return sums[:, :n_bins], sums[:, n_bins : 2 * n_bins], sums[:, 2 * n_bins : 3 * n_bins]
+def _split(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bin (count, sum p, sum y) from interleaved column sums."""
+    return sums[:, 0::3], sums[:, 1::3], sums[:, 2::3]
 
 
 def _ece_finish(n_bins: int):
     import numpy as np
 
     def finish(sums: np.ndarray) -> np.ndarray:
-        n, sp, sy = _split(np.asarray(sums, dtype=np.float64), n_bins)
+        n, sp, sy = _split(np.asarray(sums, dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             # sum_b (n_b / N) |sp_b / n_b - sy_b / n_b| = sum_b |sp_b - sy_b| / N
             return np.abs(sp - sy).sum(axis=1) / n.sum(axis=1)
@@ -262,7 +285,7 @@ def _mce_finish(n_bins: int):
     import numpy as np
 
     def finish(sums: np.ndarray) -> np.ndarray:
-        n, sp, sy = _split(np.asarray(sums, dtype=np.float64), n_bins)
+        n, sp, sy = _split(np.asarray(sums, dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             gap = np.where(n > 0, np.abs(sp - sy) / n, -np.inf)
         out = gap.max(axis=1) if n_bins else np.full(len(n), -np.inf)
@@ -302,8 +325,6 @@ def _wilson(successes: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndar
 
 
 def _table_rows(edges: np.ndarray, n: np.ndarray, sp: np.ndarray, sy: np.ndarray, level: float) -> list[dict[str, Any]]:
-    import numpy as np
-
     low, high = _wilson(sy, n, level)
     rows = []
     for j in range(len(n)):
@@ -364,8 +385,8 @@ def reliability_table(
     lab = np.asarray(label, dtype=np.float64).ravel()
     if len(p) != len(lab):
         raise UsageError(f"prediction and label must have the same length, got {len(p)} and {len(lab)}")
-    if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
-        raise UsageError(f"bins must be a positive integer, got {bins!r}")
+    if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or not 1 <= bins <= MAX_BINS:
+        raise UsageError(f"bins must be an integer in [1, {MAX_BINS}], got {bins!r}")
     if strategy not in ("uniform", "quantile"):
         raise UsageError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
     if not 0 < level < 1:
@@ -399,7 +420,7 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
     """
     import numpy as np
 
-    from receval.errors import InputError, Violation
+    from receval.errors import InputError, UsageError, Violation
     from receval.metrics.base import MetricStats
 
     if ctx.row_prediction is None:
@@ -418,6 +439,7 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
     ys: dict[float, np.ndarray] = {}
     positives: dict[float, np.ndarray] = {}
     cache: dict[str, np.ndarray] = {}
+    edged: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
     binned: dict[tuple[int, str, float], tuple[Any, np.ndarray, int]] = {}
     out: dict[Metric, MetricStats] = {}
 
@@ -460,14 +482,17 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
         if m.name not in ("ece", "mce"):  # pragma: no cover - registry and module out of sync
             raise KeyError(f"no calibration kernel for {m}")
         bins, strategy = int(m.param("bins")), str(m.param("strategy"))
+        if bins > MAX_BINS:
+            raise UsageError(f"{m}: at most {MAX_BINS} bins are supported, got {bins}")
         key = (bins, strategy, min_label)
         if key not in binned:
-            edges, b = _edges_and_bins(p, bins, strategy)
+            if (bins, strategy) not in edged:
+                edged[bins, strategy] = _edges_and_bins(p, bins, strategy)
+            edges, b = edged[bins, strategy]
             n_bins = len(edges) - 1
             binned[key] = (_unit_bin_stats(unit, b, p, y, n_units, n_bins), edges, n_bins)
         stats, edges, n_bins = binned[key]
-        sums = np.asarray(stats.sum(axis=0), dtype=np.float64).ravel()
-        n, sp, sy = sums[:n_bins], sums[n_bins : 2 * n_bins], sums[2 * n_bins :]
+        n, sp, sy = (x[0] for x in _split(np.asarray(stats.sum(axis=0), dtype=np.float64).reshape(1, -1)))
         extra = {
             "reliability": _table_rows(edges, n, sp, sy, RELIABILITY_LEVEL),
             "reliability_level": RELIABILITY_LEVEL,
