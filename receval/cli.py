@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--relative-margin", action="store_true", help="the margin is a share of the baseline mean")
     cp.add_argument("--unit", default="request", choices=["request", "user"])
     cp.add_argument("--on-mismatch", default="error", choices=["error", "intersect"])
+    cp.add_argument("--missing-in-run", default="zero", choices=["zero", "ignore"],
+                    help="judged requests absent from a run (default: score 0, like trec_eval -c)")
+    cp.add_argument("--missing-in-labels", default="ignore", choices=["zero", "ignore"],
+                    help="run requests without any label (default: ignore)")
     cp.add_argument("--format", default="auto", choices=["auto", "trec", "parquet", "csv", "tsv", "jsonl"])
     cp.add_argument("--output", default="table", choices=["json", "table", "csv"])
     cp.add_argument("--column", action="append", metavar="CANONICAL=YOURS", help="column mapping, repeatable")
@@ -171,6 +175,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         runs, args.labels, args.metric, baseline=args.baseline, test=args.test, correction=args.correction,
         alpha=args.alpha, margin=args.margin, margin_type="relative" if args.relative_margin else "absolute",
         unit=args.unit, on_mismatch=args.on_mismatch, columns=_mapping(args.column), format=args.format,
+        missing_in_run=args.missing_in_run, missing_in_labels=args.missing_in_labels,
         level=args.level, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed,
     )
     if args.output == "json":

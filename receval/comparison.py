@@ -307,6 +307,28 @@ def compare(
         if joined.height == 0:
             raise InputError(f"{baseline} vs {cand_name}", [Violation("request_id", "the runs share no evaluated request", 0)])
         ib, ic = joined["__b"].to_numpy(), joined["__c"].to_numpy()
+        # a judged request listed by one run but absent from the other is scored 0 there
+        # (missing_in_run="zero"): that is a coverage difference, not a ranking one
+        in_b, in_c = base.unit_in_run[ib], cand.unit_in_run[ic]
+        lost_c, lost_b = int((in_b & ~in_c).sum()), int((in_c & ~in_b).sum())
+        counts[cand_name]["missing_from_candidate_run"] = lost_c
+        counts[cand_name]["missing_from_baseline_run"] = lost_b
+        if lost_c or lost_b:
+            if on_mismatch == "error":
+                ids = joined["request_id"]
+                ex_c = ids.filter(pl.Series(in_b & ~in_c)).head(3).to_list()
+                ex_b = ids.filter(pl.Series(in_c & ~in_b)).head(3).to_list()
+                raise InputError(
+                    f"{baseline} vs {cand_name}",
+                    [Violation("request_id", "both runs must list the same judged requests", lost_c + lost_b,
+                               (f"{lost_c} in {baseline} but missing from {cand_name} (e.g. {ex_c})",
+                                f"{lost_b} in {cand_name} but missing from {baseline} (e.g. {ex_b})"),
+                               f"they would be scored 0 under missing_in_run={missing_in_run!r}; pass "
+                               "on_mismatch='intersect' to compare on the requests both runs list (counted)")],
+                )
+            both = (in_b == in_c)
+            ib, ic = ib[both], ic[both]
+            counts[cand_name]["paired_requests"] = len(ib)
 
         pairs_b = {m: base.stats[m].take(ib) for m in parsed}
         pairs_c = {m: cand.stats[m].take(ic) for m in parsed}
@@ -345,7 +367,11 @@ def compare(
             rel = diff / mean_b if mean_b != 0 else math.nan
             d_reps = reps[:, 2 * j]
             r_reps = reps[:, 2 * j + 1]
-            d_reps, r_reps = d_reps[~np.isnan(d_reps)], r_reps[~np.isnan(r_reps)]
+            # undefined replicates (a Poisson replicate with no weight; a relative
+            # difference over a zero baseline) are left out
+            d_reps, r_reps = d_reps[np.isfinite(d_reps)], r_reps[np.isfinite(r_reps)]
+            if not math.isfinite(rel):
+                r_reps = r_reps[:0]
             a2 = (1 - level) / 2
             lo, hi = (np.quantile(d_reps, [a2, 1 - a2]) if len(d_reps) else (math.nan, math.nan))
             rlo, rhi = (np.quantile(r_reps, [a2, 1 - a2]) if len(r_reps) else (math.nan, math.nan))

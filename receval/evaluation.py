@@ -166,6 +166,7 @@ class Scored:
     context: Any  # EvalContext or None
     unit_user: Any = None  # polars Series: the user of each unit (null when unknown), if the run has user_id
     unit_attrs: Any = None  # polars DataFrame: slice columns per unit, when asked for
+    unit_in_run: Any = None  # bool per unit: the request has rows in the run (else scored 0 by policy)
 
 
 def _check_options(level: float, n_boot: int, missing_in_run: str, missing_in_labels: str) -> None:
@@ -353,7 +354,7 @@ def score(
     unit_user = per_unit.get("user_id")
     unit_attrs = pl.DataFrame({c: per_unit[c] for c in slice_columns}) if slice_columns else None
     return Scored(parsed, {m: stats[m] for m in parsed}, prepared.request_ids.gather(idx), counts, context,
-                  unit_user, unit_attrs)
+                  unit_user, unit_attrs, in_run[idx])
 
 
 def _per_request_value(frame, starts: np.ndarray, idx: np.ndarray, column: str, name: str, label: str):

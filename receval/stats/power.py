@@ -47,7 +47,8 @@ def sample_size(sd_a: float, sd_b: float, mde: float, *, alpha: float = 0.05, po
         return math.inf
     if sd_a < 0 or sd_b < 0:
         raise ValueError("standard deviations must be >= 0")
-    return float(math.ceil(_z(alpha, power) ** 2 * (sd_a**2 + sd_b**2) / mde**2))
+    n = _z(alpha, power) ** 2 * (sd_a**2 + sd_b**2) / mde**2
+    return float(math.ceil(n * (1 - 1e-12)))  # rounding noise must not add a unit
 
 
 def minimum_detectable_effect(sd_a: float, sd_b: float, n_per_arm: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
