@@ -56,8 +56,8 @@ def main() -> None:
         res = receval.compare({"base": base, "cand": cand}, labels, METRICS, test=args.test, n_boot=1000, n_perm=args.n_perm)
         t_cmp.append(time.perf_counter() - t0)
     e, c = statistics.median(t_eval), statistics.median(t_cmp)
-    print(f"evaluate one run : median {e:.3f} s  {['%.2f' % t for t in t_eval]}")
-    print(f"compare two runs : median {c:.3f} s  {['%.2f' % t for t in t_cmp]}  ({args.test}, {args.n_perm} permutations)")
+    print(f"evaluate one run : median {e:.3f} s  {[round(t, 2) for t in t_eval]}")
+    print(f"compare two runs : median {c:.3f} s  {[round(t, 2) for t in t_cmp]}  ({args.test}, {args.n_perm} permutations)")
     print(f"ratio compare / evaluate: {c / e:.2f}x (target <= 3x)")
     print(res.to_markdown())
 

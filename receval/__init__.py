@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from receval._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
+    from receval.comparison import ComparisonResult, compare
     from receval.data.contract import ColumnMapping
     from receval.errors import InputError, MetricNameError, ReceValError, UsageError
-    from receval.comparison import ComparisonResult, compare
     from receval.evaluation import EvaluationResult, MetricSummary, evaluate
     from receval.metrics.registry import Metric, parse_metric
 

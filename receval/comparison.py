@@ -127,6 +127,7 @@ class _Pair:
         import scipy.sparse as sp
 
         self.base, self.cand, self.relative = base, cand, relative
+        self.recentre = base.recentre  # differences of non-smooth statistics are recentred too
         self.wb = base.stats.shape[1]
         if isinstance(base.stats, np.ndarray) and isinstance(cand.stats, np.ndarray):
             self.stats = np.hstack([base.stats, cand.stats])
@@ -153,7 +154,7 @@ def _by_user(ms: Any, groups: np.ndarray, n_groups: int) -> Any:
     stats = g @ ms.stats
     if isinstance(ms.stats, np.ndarray):
         stats = np.asarray(stats)
-    return MetricStats(stats, ms.finish, per_unit=None, scope=ms.scope)
+    return MetricStats(stats, ms.finish, per_unit=None, scope=ms.scope, recentre=ms.recentre)
 
 
 def _margin_for(margin: float | Mapping[str, float] | None, metric: Metric) -> float | None:

@@ -41,6 +41,9 @@ class MetricStats:
         (``None`` for population-level metrics such as coverage or ECE)
     scope : ``"request"`` or ``"population"``
     extra : anything a renderer may want (e.g. a reliability table)
+    recentre : the statistic is not a smooth function of means (distinct
+        counts, Gini, absolute deviations as in ECE), so its bootstrap
+        replicates are biased; they are recentred on the point estimate
     """
 
     stats: Any
@@ -48,6 +51,7 @@ class MetricStats:
     per_unit: np.ndarray | None = None
     scope: str = "request"
     extra: dict[str, Any] | None = None
+    recentre: bool = False
 
     def take(self, units: np.ndarray) -> MetricStats:
         """These statistics restricted (and reordered) to the given units."""
@@ -56,6 +60,7 @@ class MetricStats:
             self.finish,
             per_unit=None if self.per_unit is None else self.per_unit[units],
             scope=self.scope,
+            recentre=self.recentre,
         )
 
     def value(self, units: np.ndarray | None = None) -> float:

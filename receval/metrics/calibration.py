@@ -505,5 +505,5 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
             "n_positive": int(np.count_nonzero(positive(min_label))),
         }
         finish = _ece_finish(n_bins) if m.name == "ece" else _mce_finish(n_bins)
-        out[m] = MetricStats(stats, finish, per_unit=None, scope="population", extra=extra)
+        out[m] = MetricStats(stats, finish, per_unit=None, scope="population", extra=extra, recentre=True)
     return out

@@ -36,6 +36,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     exclusive_minimum: float | None = None
+    maximum: float | None = None
     doc: str = ""
 
     def coerce(self, family: str, name: str, raw: Any) -> Any:
@@ -73,6 +74,8 @@ class Param:
             raise MetricNameError(
                 f"{family}: parameter {name!r} must be >= {self.minimum:g}; got {raw!r}"
             )
+        if self.maximum is not None and value > self.maximum:
+            raise MetricNameError(f"{family}: parameter {name!r} must be <= {self.maximum:g}; got {raw!r}")
         if self.exclusive_minimum is not None and value <= self.exclusive_minimum:
             raise MetricNameError(
                 f"{family}: parameter {name!r} must be > {self.exclusive_minimum:g}; got {raw!r}"
@@ -350,5 +353,5 @@ register(
         description="per-request ROC AUC of the scores, relevant vs non-relevant ranked items",
     )
 )
-from receval.metrics import calibration as _calibration  # noqa: E402,F401  (registers calibration metrics)
 from receval.metrics import beyond as _beyond  # noqa: E402,F401  (registers beyond-accuracy metrics)
+from receval.metrics import calibration as _calibration  # noqa: E402,F401  (registers calibration metrics)
