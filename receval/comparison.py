@@ -123,13 +123,15 @@ class ComparisonResult:
 class _Pair:
     """Bootstrap statistics of a paired comparison (shared unit weights)."""
 
-    def __init__(self, base: Any, cand: Any, relative: bool):
+    def __init__(self, base: Any, cand: Any, relative: bool, stats: Any = None):
         import scipy.sparse as sp
 
         self.base, self.cand, self.relative = base, cand, relative
         self.recentre = base.recentre  # differences of non-smooth statistics are recentred too
         self.wb = base.stats.shape[1]
-        if isinstance(base.stats, np.ndarray) and isinstance(cand.stats, np.ndarray):
+        if stats is not None:  # shared with the twin (difference / ratio) object
+            self.stats = stats
+        elif isinstance(base.stats, np.ndarray) and isinstance(cand.stats, np.ndarray):
             self.stats = np.hstack([base.stats, cand.stats])
         else:
             self.stats = sp.hstack([sp.csr_matrix(base.stats), sp.csr_matrix(cand.stats)]).tocsr()
@@ -352,8 +354,9 @@ def compare(
 
         stats_list = []
         for m in parsed:
-            stats_list.append(_Pair(pairs_b[m], pairs_c[m], relative=False))
-            stats_list.append(_Pair(pairs_b[m], pairs_c[m], relative=True))
+            diff_stats = _Pair(pairs_b[m], pairs_c[m], relative=False)
+            stats_list.append(diff_stats)
+            stats_list.append(_Pair(pairs_b[m], pairs_c[m], relative=True, stats=diff_stats.stats))
         reps, method = bootstrap_replicates(stats_list, n_units, n_boot=n_boot, seed=seed, method=bootstrap)  # type: ignore[arg-type]
 
         per_request = [m for m in parsed if pairs_b[m].per_unit is not None]

@@ -33,7 +33,8 @@ __all__ = ["BootstrapResult", "bootstrap_means", "bootstrap_replicates", "percen
 
 Method = Literal["auto", "multinomial", "poisson"]
 
-_BLOCK_CELLS = 1 << 22  # weights generated per block: bounds memory
+_BLOCK_CELLS = 1 << 24  # weights generated per block: bounds memory
+_UNIT_CHUNK = 2048  # units converted to float at once: keeps the product in cache
 
 
 def _poisson_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -165,18 +166,33 @@ def bootstrap_replicates(
 
 
 def _replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed: int | None, method: str) -> np.ndarray:
+    # statistics that share one stats array (e.g. a difference and a ratio of
+    # the same two means) share its weighted sums
+    first: dict[int, int] = {}
+    for j, m in enumerate(stats):
+        first.setdefault(id(m.stats), j)
+    dense = [j for j, m in enumerate(stats) if isinstance(m.stats, np.ndarray)]
+    owners = [j for j in dense if first[id(stats[j].stats)] == j]
+    sparse = [j for j, m in enumerate(stats) if j not in dense]
     row = 0
     for w in replicate_weights(n, n_boot=n_boot, seed=seed, method=method):
-        wf = w.astype(np.float64)
-        b = len(wf)
+        b = len(w)
+        sums = {j: np.zeros((b, stats[j].stats.shape[1])) for j in owners}
+        # weights are converted to float a cache-sized chunk of units at a time and
+        # every statistic consumes the chunk while it is hot; each statistic's sums
+        # accumulate in a fixed order, whatever other statistics ride along
+        for c in range(0, n, _UNIT_CHUNK):
+            wf = w[:, c : c + _UNIT_CHUNK].astype(np.float64)
+            for j in owners:
+                sums[j] += wf @ stats[j].stats[c : c + _UNIT_CHUNK]
         with np.errstate(invalid="ignore", divide="ignore"):
-            for j, m in enumerate(stats):
-                if isinstance(m.stats, np.ndarray):
-                    sums = wf @ m.stats
-                else:  # scipy.sparse
-                    sums = np.asarray((m.stats.T @ wf.T).T)
-                out[row : row + b, j] = m.finish(sums)
-                del sums
+            for j in dense:
+                out[row : row + b, j] = stats[j].finish(sums[first[id(stats[j].stats)]])
+            if sparse:
+                wf = w.astype(np.float64)
+                for j in sparse:  # scipy.sparse
+                    out[row : row + b, j] = stats[j].finish(np.asarray((stats[j].stats.T @ wf.T).T))
+                del wf
         row += b
     return out
 
