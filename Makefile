@@ -27,7 +27,14 @@ demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/receval evaluate --run fixtures/synthetic/run_prod.parquet \
 		--labels fixtures/synthetic/labels.parquet -m ndcg@10 -m map@100 -m recall@20 -m mrr@10 -m auc
 	$(DEMO_VENV)/bin/receval evaluate --run fixtures/synthetic/run_cand.parquet \
-		--labels fixtures/synthetic/labels.parquet -m ndcg@10 -m map@100 -m recall@20 -m mrr@10 -m auc
+		--labels fixtures/synthetic/labels.parquet -m ndcg@10 -m map@100 -m recall@20 -m mrr@10 -m auc \
+		-m coverage@10 -m novelty@10 --catalog fixtures/synthetic/catalog.parquet \
+		--by country --attributes fixtures/synthetic/users.parquet
+	@echo
+	@echo "== candidate vs production: paired tests, Holm correction, non-inferiority margin 0.01 =="
+	$(DEMO_VENV)/bin/receval compare --run prod=fixtures/synthetic/run_prod.parquet \
+		--run cand=fixtures/synthetic/run_cand.parquet --labels fixtures/synthetic/labels.parquet \
+		-m ndcg@10 -m recall@20 -m mrr@10 --margin 0.01
 
 # quick profile: slow statistical simulations are deselected (run `make test-all` for them)
 test: $(TEST_VENV)/.installed
