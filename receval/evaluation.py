@@ -247,7 +247,7 @@ def score(
     try:
         try:
             scores = score_chunk(prepared.chunk, ranking, row_grades=need_prediction, top_k=top_k)
-        except HashCollision:  # pragma: no cover - needs a 64-bit hash collision
+        except HashCollision:  # two text ids share a 64-bit hash: redo with exact codes
             scores = score_chunk(prepared.make_exact(), ranking, row_grades=need_prediction, top_k=top_k)
     except DuplicateItems as dup:
         rows = dup.example_rows if prepared.run_rows is None else np.sort(prepared.run_rows[dup.example_rows])

@@ -527,3 +527,21 @@ def test_columns_keep_the_order_asked_and_drop_repeats():
     res = evaluate(run, labels, ["mrr", "ndcg@3", "MRR", "rr", "ndcg(gain=linear)@3"], n_boot=10)
     assert res.per_request.columns.tolist() == ["request_id", "mrr", "ndcg@3"]
     assert [str(m) for m in res.metrics] == ["mrr", "ndcg@3"]
+
+
+def test_hash_collisions_fall_back_to_exact_item_codes(monkeypatch):
+    """Text item ids are hashed; a collision is detected and the exact path gives the same numbers."""
+    import receval.metrics._prepare as prep
+
+    rng = np.random.default_rng(7)
+    run = pd.DataFrame({
+        "request_id": np.repeat([f"q{i}" for i in range(30)], 6),
+        "item_id": [f"d{j}" for _ in range(30) for j in range(6)],
+        "score": rng.integers(0, 3, 180).astype(float),
+    })
+    labels = pd.DataFrame({"request_id": [f"q{i}" for i in range(30)], "item_id": [f"d{i % 6}" for i in range(30)], "label": 1})
+    expected = evaluate(run, labels, ["ndcg@3", "mrr"], n_boot=10).per_request
+    # every text id now hashes to 0: all items of a request collide
+    monkeypatch.setattr(prep, "_hash", lambda items: np.zeros(len(items), dtype=np.int64))
+    got = evaluate(run, labels, ["ndcg@3", "mrr"], n_boot=10).per_request
+    pd.testing.assert_frame_equal(got, expected)

@@ -52,15 +52,19 @@ def _boundaries(ids: pl.Series) -> np.ndarray:
     return np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
 
 
-def _keys(items: pl.Series, exact: bool, other: pl.Series | None = None) -> np.ndarray:
-    if items.dtype == pl.Int64:
-        return items.to_numpy()
+def _hash(items: pl.Series) -> np.ndarray:
+    return items.hash(seed=_HASH_SEED).to_numpy().view(np.int64)
+
+
+def _item_keys(run_items: pl.Series, lab_items: pl.Series, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """int64 keys of run and label items: equal ids <=> equal keys (hashes: up to verification)."""
+    if run_items.dtype == pl.Int64:
+        return run_items.to_numpy(), lab_items.to_numpy()
     if exact:
         # dense codes over the union of both sides: no hashing, no collision
-        union = pl.concat([items, other]) if other is not None else items
-        codes = union.cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
-        return codes[: len(items)]
-    return items.hash(seed=_HASH_SEED).to_numpy().view(np.int64)
+        codes = pl.concat([run_items, lab_items]).cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
+        return codes[: len(run_items)], codes[len(run_items) :]
+    return _hash(run_items), _hash(lab_items)
 
 
 def _tiebreak_fn(items: pl.Series) -> Callable[[np.ndarray], np.ndarray]:
@@ -141,14 +145,13 @@ def prepare(run: pl.DataFrame, labels: pl.DataFrame) -> Prepared:
             def verify_run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                 return (run_items.gather(a) == run_items.gather(b)).to_numpy()
 
+        run_keys, lab_keys = _item_keys(run_items, lab_items, exact)
         return RankingChunk(
             run_starts=run_starts,
-            item_key=_keys(run_items, exact, lab_items),
+            item_key=run_keys,
             score=score,
             lab_starts=lab_starts,
-            lab_item_key=_keys(lab_items, exact, run_items)
-            if not (text and exact)
-            else _keys(pl.concat([run_items, lab_items]), True)[run.height :],
+            lab_item_key=lab_keys,
             grade=grade,
             tiebreak=_tiebreak_fn(run_items),
             verify=verify,
