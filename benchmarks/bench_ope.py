@@ -1,0 +1,128 @@
+"""Benchmark: off-policy estimators on 1M single-slot rounds with 80 items.
+
+Generates logged feedback from a softmax logging policy over 80 items in 100
+user contexts (1M rounds, one shown item each, Bernoulli clicks), a softmax
+target policy and a reward model q_hat (the true click probabilities plus
+noise: this measures the estimators, not reward-model fitting), then times
+
+* building the validated data (``LoggedFeedback.from_arrays``),
+* IPS + SNIPS + DR point estimates,
+* IPS + SNIPS + DR with bootstrap intervals, 100 and 1,000 resamples of rounds
+  (one shared pass over the resampling weights, Poisson scheme at this size),
+* the same with normal (delta-method) intervals,
+
+and prints wall times and peak memory (tracemalloc peak of each step, from a separate
+traced run, and the process's peak RSS). OBP is not installed here; per /work/shared/REFERENCES.md
+OBP takes about 7 s for IPW + SNIPW + DR point estimates with 100-resample
+intervals at this size (IPW 82 ms, SNIPW 80 ms, DR 555 ms; 1.2-1.7 s per
+interval), so receval's target is <= 0.7 s for that.
+
+    python benchmarks/bench_ope.py                 # 1M rounds
+    python benchmarks/bench_ope.py --rounds 100000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from receval.counterfactual import DR, IPS, SNIPS, LoggedFeedback, estimate_many
+
+OBP_SECONDS_100 = 7.0
+
+
+def generate(n: int, n_items: int, n_contexts: int, seed: int):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-3.0, 0.7, (n_contexts, n_items))
+    q = 1 / (1 + np.exp(-logits))
+    pi_b = np.exp(rng.normal(0, 1, (n_contexts, n_items)))
+    pi_b /= pi_b.sum(1, keepdims=True)
+    pi_e = np.exp(logits / 0.7)
+    pi_e /= pi_e.sum(1, keepdims=True)
+    q_hat = np.clip(q + rng.normal(0, 0.005, q.shape), 1e-4, 1)
+    x = rng.integers(0, n_contexts, n)
+    cdf = np.cumsum(pi_b, axis=1)[x]
+    a = np.minimum((rng.random(n)[:, None] > cdf).sum(1), n_items - 1)
+    r = (rng.random(n) < q[x, a]).astype(np.float64)
+    truth = float((pi_e * q).sum(1).mean())
+    return {
+        "reward": r,
+        "propensity": pi_b[x, a],
+        "target_prob": pi_e[x, a],
+        "q_logged": q_hat[x, a],
+        "q_target": (pi_e * q_hat).sum(1)[x],
+        "truth": truth,
+    }
+
+
+def timed(fn, repeat: int):
+    """Median wall time over ``repeat`` plain runs, then one traced run for the memory peak."""
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return statistics.median(times), peak, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rounds", type=int, default=1_000_000)
+    ap.add_argument("--items", type=int, default=80)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    g = generate(args.rounds, args.items, 100, args.seed)
+    print(f"{args.rounds:,} rounds x {args.items} items; true target value {g['truth']:.5f}")
+    ests = [IPS(), SNIPS(), DR()]
+    build_t, build_m, d = timed(
+        lambda: LoggedFeedback.from_arrays(
+            g["reward"],
+            g["propensity"],
+            g["target_prob"],
+            q_logged=g["q_logged"],
+            q_target=g["q_target"],
+            reward_range=(0, 1),
+        ),
+        args.repeat,
+    )
+    rows = [("build + validate", build_t, build_m)]
+    point_t, point_m, _ = timed(lambda: [e.point(d) for e in ests], args.repeat)
+    rows.append(("IPS+SNIPS+DR points", point_t, point_m))
+    results = {}
+    for label, kw in [
+        ("... + normal intervals", {"interval": "normal"}),
+        ("... + bootstrap, 100 resamples", {"n_boot": 100}),
+        ("... + bootstrap, 1,000 resamples", {"n_boot": 1000}),
+    ]:
+        t, m, res = timed(lambda kw=kw: estimate_many(ests, d, **kw), args.repeat)
+        rows.append((label, t, m))
+        results[label] = res
+    print(f"{'step':36s} {'seconds':>9s} {'peak MiB':>9s}")
+    for label, t, m in rows:
+        print(f"{label:36s} {t:9.3f} {m / 2**20:9.1f}")
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    t100 = rows[3][1]
+    print(
+        f"points + 100-resample intervals: {t100:.3f} s vs OBP ~{OBP_SECONDS_100:.0f} s "
+        f"(REFERENCES.md, not measured here): {t100 / OBP_SECONDS_100:.3f}x (target <= 0.1x)"
+    )
+    for r in results["... + bootstrap, 1,000 resamples"]:
+        print(
+            f"  {r.name:6s} {r.value:.5f}  95% CI [{r.ci_low:.5f}, {r.ci_high:.5f}]  ESS {r.diagnostics['ess_share']:.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Counterfactual (off-policy) evaluation of single-slot / per-position policies.
+
+Build validated data with :func:`logged_feedback` (optionally with a
+cross-fitted :class:`RewardModel`), then call ``estimate`` on any estimator
+(:class:`DM`, :class:`IPS`, :class:`ClippedIPS`, :class:`SNIPS`, :class:`DR`,
+:class:`SNDR`, :class:`SwitchDR`, :class:`DROS`) or :func:`estimate_many`.
+Slates and the ``receval ope`` command come later.
+"""
+
+from receval.counterfactual._data import LoggedFeedback, logged_feedback
+from receval.counterfactual._estimators import (
+    DM,
+    DR,
+    DROS,
+    IPS,
+    SNDR,
+    SNIPS,
+    ClippedIPS,
+    Estimator,
+    OPEResult,
+    SwitchDR,
+    estimate_many,
+)
+from receval.counterfactual._reward_model import RewardModel
+
+__all__ = [
+    "LoggedFeedback",
+    "logged_feedback",
+    "RewardModel",
+    "Estimator",
+    "OPEResult",
+    "DM",
+    "IPS",
+    "ClippedIPS",
+    "SNIPS",
+    "DR",
+    "SNDR",
+    "SwitchDR",
+    "DROS",
+    "estimate_many",
+]
