@@ -37,6 +37,9 @@ def _mapping(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+_OPE_ESTIMATORS = ("dm", "ips", "clipped_ips", "snips", "dr", "sndr", "switch_dr", "dros")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="receval",
@@ -104,6 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("metrics", help="list the registered metrics", description="List the registered metrics.")
+
+    op = sub.add_parser(
+        "ope",
+        help="off-policy estimates of a target policy from logged feedback",
+        description="Off-policy evaluation: estimate a target policy's value from logged feedback "
+        "(IPS, SNIPS, DR, ...) with intervals, diagnostics and warnings.",
+    )
+    op.add_argument("--logs", required=True, metavar="LOGS",
+                    help="logged feedback (Parquet/CSV): request_id, item_id, position, reward (or click), propensity")
+    op.add_argument("--target", required=True, metavar="TARGET",
+                    help="target policy (Parquet/CSV): request_id, item_id, position, probability")
+    op.add_argument("--estimator", "-e", action="append", required=True, metavar="NAME",
+                    help=f"repeatable: {', '.join(_OPE_ESTIMATORS)}")
+    op.add_argument("--reward-range", metavar="LOW,HIGH", help="declared reward range, e.g. 0,1 for clicks "
+                    "(default: the observed min..max)")
+    op.add_argument("--clip", type=float, default=10.0, help="clipped_ips weight cap (default 10)")
+    op.add_argument("--switch-threshold", type=float, default=10.0, help="switch_dr weight threshold (default 10)")
+    op.add_argument("--dros-lam", type=float, default=100.0, help="dros shrinkage lambda (default 100)")
+    op.add_argument("--context", action="append", metavar="COLUMN",
+                    help="context column of the logs for the reward model (dm and the dr family), repeatable")
+    op.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    op.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    op.add_argument("--seed", type=int, default=0, help="bootstrap and reward-model seed (default 0)")
+    op.add_argument("--interval", default="bootstrap", choices=["bootstrap", "normal"])
+    op.add_argument("--column", action="append", metavar="CANONICAL=YOURS",
+                    help="column mapping for both files, repeatable (e.g. reward=click)")
+    op.add_argument("--output", default="table", choices=["json", "table"])
     return parser
 
 
@@ -190,6 +220,96 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_frame(path: str, what: str, mapping: dict[str, str]):
+    from receval.data.readers import read_file
+
+    frame = read_file(path, kind=what).to_pandas()
+    rename = {src: canon for canon, src in mapping.items() if src in frame.columns and src != canon}
+    return frame.rename(columns=rename)
+
+
+def _cmd_ope(args: argparse.Namespace) -> int:
+    from receval.counterfactual import (
+        DM,
+        DR,
+        DROS,
+        IPS,
+        SNDR,
+        SNIPS,
+        ClippedIPS,
+        RewardModel,
+        SwitchDR,
+        estimate_many,
+        logged_feedback,
+    )
+    from receval.errors import UsageError
+
+    names = [n.strip().lower() for n in args.estimator]
+    unknown = [n for n in names if n not in _OPE_ESTIMATORS]
+    if unknown:
+        raise UsageError(f"unknown estimator(s) {unknown}; choose from {', '.join(_OPE_ESTIMATORS)}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"estimator given twice: {sorted({n for n in names if names.count(n) > 1})}")
+    reward_range = None
+    if args.reward_range is not None:
+        parts = args.reward_range.split(",")
+        try:
+            reward_range = (float(parts[0]), float(parts[1]))
+            if len(parts) != 2:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise UsageError(f"--reward-range expects LOW,HIGH, e.g. 0,1; got {args.reward_range!r}") from None
+    make = {
+        "dm": DM, "ips": IPS, "clipped_ips": lambda: ClippedIPS(clip=args.clip), "snips": SNIPS, "dr": DR,
+        "sndr": SNDR, "switch_dr": lambda: SwitchDR(threshold=args.switch_threshold),
+        "dros": lambda: DROS(lam=args.dros_lam),
+    }
+    estimators = [make[n]() for n in names]
+    mapping = _mapping(args.column)
+    log = _read_frame(args.logs, "logs", mapping)
+    target = _read_frame(args.target, "target", mapping)
+    if "reward" not in log.columns and "click" in log.columns:
+        log["reward"] = log["click"]
+    context = list(args.context or [])
+    missing = [c for c in context if c not in log.columns]
+    if missing:
+        raise UsageError(f"--context column(s) {missing} not in the logs; they have {list(log.columns)}")
+    needs_model = any(e.needs_model for e in estimators)
+    model = RewardModel(seed=args.seed) if needs_model else None
+    data = logged_feedback(
+        log, target, reward_range=reward_range, reward_model=model, context_columns=context if needs_model else ()
+    )
+    results = estimate_many(
+        estimators, data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
+    )
+    settings = {
+        "logs": args.logs, "target": args.target, "estimators": names, "reward_range": list(data.reward_range),
+        "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,
+        "clip": args.clip, "switch_threshold": args.switch_threshold, "dros_lam": args.dros_lam,
+        "context": context, "reward_model": data.model, "n_rows": data.n_rows, "n_requests": data.n_units,
+        "support": data.support,
+    }
+    if args.output == "json":
+        from receval.counterfactual._estimators import _json
+
+        doc = {"estimates": {n: r.to_dict() for n, r in zip(names, results, strict=True)}, "settings": _json(settings)}
+        print(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        from receval._markdown import table
+
+        rows = []
+        for r in results:
+            ess = r.diagnostics.get("ess_share")
+            rows.append([
+                r.name, r.value, f"[{r.ci_low:.6f}, {r.ci_high:.6f}]", r.n,
+                f"{100 * ess:.1f}" if ess is not None and ess == ess else "n/a",
+                "; ".join(r.warnings) or "-",
+            ])
+        print(table(["estimator", "value", "CI", "n", "ESS%", "warnings"], rows, digits=6), end="")
+        print(f"\n{args.level:.0%} intervals: {results[0].interval}; {data.n_rows} rows, {data.n_units} requests.")
+    return EXIT_OK
+
+
 def _cmd_metrics() -> int:
     from receval.metrics.registry import REGISTRY
 
@@ -217,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "metrics":
             return _cmd_metrics()
+        if args.command == "ope":
+            return _cmd_ope(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     except ReceValError as exc:
         print(f"receval: error: {exc}", file=sys.stderr)

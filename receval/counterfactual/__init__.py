@@ -22,6 +22,7 @@ from receval.counterfactual._estimators import (
     estimate_many,
 )
 from receval.counterfactual._reward_model import RewardModel
+from receval.counterfactual.policies import TargetPolicy, deterministic_topk, softmax_policy
 
 __all__ = [
     "LoggedFeedback",
@@ -38,4 +39,7 @@ __all__ = [
     "SwitchDR",
     "DROS",
     "estimate_many",
+    "TargetPolicy",
+    "deterministic_topk",
+    "softmax_policy",
 ]

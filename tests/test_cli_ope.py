@@ -1,0 +1,125 @@
+"""The `receval ope` command: JSON and table output, equality with the Python API, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from receval.cli import main
+from receval.counterfactual import IPS, SNIPS, logged_feedback
+from receval.counterfactual.synthetic import simulate
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def bandit():
+    return simulate(400, n_positions=2, seed=3)
+
+
+@pytest.fixture()
+def files(tmp_path, bandit):
+    log = tmp_path / "log.parquet"
+    target = tmp_path / "target.parquet"
+    bandit.log.drop(columns=["target_probability", "q_true"]).to_parquet(log)
+    bandit.target.drop(columns=["q_true"]).to_parquet(target)
+    return str(log), str(target)
+
+
+def test_json_ips_equals_python_api(capsys, files, bandit):
+    log, target = files
+    code, out, err = run_cli(
+        capsys, "ope", "--logs", log, "--target", target, "-e", "ips", "--estimator", "snips",
+        "--reward-range", "0,1", "--n-boot", "200", "--seed", "4", "--output", "json",
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert list(doc["estimates"]) == ["ips", "snips"]
+    data = logged_feedback(bandit.log.drop(columns=["target_probability"]), bandit.target, reward_range=(0, 1))
+    ips = IPS().estimate(data, n_boot=200, seed=4)
+    got = doc["estimates"]["ips"]
+    assert got["value"] == pytest.approx(ips.value, rel=1e-12)
+    assert got["ci_low"] == pytest.approx(ips.ci_low, rel=1e-12)
+    assert got["ci_high"] == pytest.approx(ips.ci_high, rel=1e-12)
+    assert got["n"] == 400
+    assert doc["estimates"]["snips"]["value"] == pytest.approx(SNIPS().point(data), rel=1e-12)
+    s = doc["settings"]
+    assert s["reward_range"] == [0.0, 1.0] and s["n_boot"] == 200 and s["n_rows"] == 800
+    assert s["reward_model"] is None
+
+
+def test_model_based_estimators_and_normal_interval(capsys, files):
+    log, target = files
+    code, out, err = run_cli(
+        capsys, "ope", "--logs", log, "--target", target, "-e", "dm", "-e", "dr", "-e", "clipped_ips",
+        "--clip", "3", "--context", "context", "--interval", "normal", "--output", "json",
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["estimates"]["clipped_ips"]["name"] == "clipped_ips(clip=3)"
+    assert doc["estimates"]["dr"]["interval"].startswith("normal")
+    assert doc["settings"]["reward_model"]["features"] == ["context", "item_id", "position"]
+    for r in doc["estimates"].values():
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+
+def test_table_output(capsys, files):
+    log, target = files
+    code, out, err = run_cli(capsys, "ope", "--logs", log, "--target", target, "-e", "ips", "-e", "snips", "--n-boot", "50")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "| estimator | value | CI | n | ESS% | warnings |"
+    assert lines[2].startswith("| ips | ") and lines[3].startswith("| snips | ")
+    assert "| 400 |" in lines[2]
+    assert "800 rows, 400 requests" in out
+
+
+def test_column_mapping_and_click_as_reward(capsys, tmp_path, bandit):
+    log = bandit.log.drop(columns=["target_probability"]).rename(columns={"reward": "click", "propensity": "pscore"})
+    log.to_csv(tmp_path / "log.csv", index=False)
+    bandit.target.rename(columns={"probability": "p"}).to_csv(tmp_path / "t.csv", index=False)
+    code, out, err = run_cli(
+        capsys, "ope", "--logs", str(tmp_path / "log.csv"), "--target", str(tmp_path / "t.csv"), "-e", "ips",
+        "--column", "propensity=pscore", "--column", "probability=p", "--output", "json", "--n-boot", "10",
+    )
+    assert code == 0, err
+    data = logged_feedback(bandit.log.drop(columns=["target_probability"]), bandit.target)
+    assert json.loads(out)["estimates"]["ips"]["value"] == pytest.approx(IPS().point(data), rel=1e-9)
+
+
+def test_bad_estimator_name_exit_2(capsys, files):
+    log, target = files
+    code, out, err = run_cli(capsys, "ope", "--logs", log, "--target", target, "-e", "ips", "-e", "magic")
+    assert code == 2 and out == ""
+    assert "unknown estimator(s) ['magic']" in err and "Traceback" not in err
+
+
+def test_missing_file_exit_2(capsys, files, tmp_path):
+    _, target = files
+    code, _, err = run_cli(capsys, "ope", "--logs", str(tmp_path / "nope.parquet"), "--target", target, "-e", "ips")
+    assert code == 2
+    assert "file not found" in err and "nope.parquet" in err and "Traceback" not in err
+
+
+def test_bad_propensity_exit_2_names_column(capsys, tmp_path, bandit):
+    log = bandit.log.drop(columns=["target_probability"]).copy()
+    log.loc[[0, 5], "propensity"] = 0.0
+    log.to_parquet(tmp_path / "bad.parquet")
+    bandit.target.to_parquet(tmp_path / "t.parquet")
+    code, out, err = run_cli(capsys, "ope", "--logs", str(tmp_path / "bad.parquet"), "--target", str(tmp_path / "t.parquet"), "-e", "ips")
+    assert code == 2 and out == ""
+    assert "propensity: must lie in (0, 1]; 2 rows violate this" in err
+    assert "Traceback" not in err
+
+
+def test_bad_reward_range_exit_2(capsys, files):
+    log, target = files
+    code, _, err = run_cli(capsys, "ope", "--logs", log, "--target", target, "-e", "ips", "--reward-range", "0")
+    assert code == 2 and "--reward-range expects LOW,HIGH" in err
+    code, _, err = run_cli(capsys, "ope", "--logs", log, "--target", target, "-e", "ips", "--context", "nope")
+    assert code == 2 and "--context column(s) ['nope']" in err
