@@ -23,6 +23,22 @@ from receval.counterfactual._estimators import (
 )
 from receval.counterfactual._reward_model import RewardModel
 from receval.counterfactual.policies import TargetPolicy, deterministic_topk, softmax_policy
+from receval.counterfactual.slates import (
+    IndependentIPS,
+    PseudoInverse,
+    RewardInteractionIPS,
+    SlateEstimator,
+    SlateFeedback,
+    SNIndependentIPS,
+    SNPseudoInverse,
+    SNRewardInteractionIPS,
+    SNStandardIPS,
+    StandardIPS,
+    SyntheticSlates,
+    estimate_slates,
+    simulate_slates,
+    slate_feedback,
+)
 
 __all__ = [
     "LoggedFeedback",
@@ -42,4 +58,18 @@ __all__ = [
     "TargetPolicy",
     "deterministic_topk",
     "softmax_policy",
+    "SlateFeedback",
+    "slate_feedback",
+    "SlateEstimator",
+    "StandardIPS",
+    "SNStandardIPS",
+    "IndependentIPS",
+    "SNIndependentIPS",
+    "RewardInteractionIPS",
+    "SNRewardInteractionIPS",
+    "PseudoInverse",
+    "SNPseudoInverse",
+    "estimate_slates",
+    "SyntheticSlates",
+    "simulate_slates",
 ]
