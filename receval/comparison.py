@@ -234,8 +234,6 @@ def compare(
     -------
     ComparisonResult
     """
-    from scipy import stats as sps
-
     from receval.evaluation import _check_options, score
     from receval.stats.bootstrap import bootstrap_replicates
     from receval.stats.corrections import CORRECTIONS, adjust_pvalues
@@ -425,7 +423,6 @@ def compare(
         ComparisonRow(**{**asdict(r), "p_adjusted": float(a), "significant": None if math.isnan(a) else bool(a < alpha)})
         for r, a in zip(rows, adjusted, strict=True)
     ]
-    del sps
     settings = {
         "baseline": baseline, "test": test, "correction": correction, "alpha": alpha, "level": level,
         "n_boot": n_boot, "n_perm": n_perm if test == "randomization" else None, "seed": seed,
