@@ -19,6 +19,7 @@ import pytest
 
 import receval
 from receval import evaluate, parse_metric
+from receval.errors import InputError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trec"
 
@@ -545,3 +546,14 @@ def test_hash_collisions_fall_back_to_exact_item_codes(monkeypatch):
     monkeypatch.setattr(prep, "_hash", lambda items: np.zeros(len(items), dtype=np.int64))
     got = evaluate(run, labels, ["ndcg@3", "mrr"], n_boot=10).per_request
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_empty_pandas_run_scores_judged_requests_zero_and_empty_inputs_are_an_error():
+    # an empty pandas frame has object columns with no values: no dtype complaint
+    empty_run = pd.DataFrame({"request_id": [], "item_id": [], "score": []})
+    labels = pd.DataFrame({"request_id": ["q"], "item_id": ["a"], "label": [1]})
+    res = evaluate(empty_run, labels, ["mrr"], n_boot=10)
+    assert res["mrr"].mean == 0.0 and res["mrr"].n == 1
+    assert res.counts["labels_only_scored_zero"] == 1
+    with pytest.raises(InputError, match="at least one request must be evaluable"):
+        evaluate(empty_run, labels.head(0), ["mrr"])

@@ -202,7 +202,8 @@ def validate(
             elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
                 casts.append(pl.col(c).cast(pl.String))
                 dtypes[c] = pl.String
-            elif dtype == pl.Null:
+            elif dtype == pl.Null or frame.height == 0:
+                # no values: nothing to type-check (an empty pandas column arrives as object/float)
                 casts.append(pl.col(c).cast(pl.String))
                 dtypes[c] = pl.String
             else:
