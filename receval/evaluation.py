@@ -82,6 +82,12 @@ class EvaluationResult:
     details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     """per metric, extra tables (e.g. the reliability table of ``ece``)"""
     _slices: Any = field(default=None, repr=False)  # polars DataFrame or None
+    _item_cohorts: Any = field(default=None, repr=False)  # polars DataFrame or None
+
+    @property
+    def item_cohorts(self):
+        """Ranking metrics with relevance restricted to cold / warm items (pandas), when asked for."""
+        return None if self._item_cohorts is None else self._item_cohorts.to_pandas()
 
     @property
     def slices(self):
@@ -125,6 +131,8 @@ class EvaluationResult:
         }
         if self.details:
             out["details"] = _json_safe(self.details)
+        if self._item_cohorts is not None:
+            out["item_cohorts"] = _json_safe(list(self._item_cohorts.iter_rows(named=True)))
         if self._slices is not None:
             out["slices"] = [
                 {k: (_json_float(v) if isinstance(v, float) else v) for k, v in row.items()}
@@ -486,7 +494,10 @@ def evaluate(
         slice columns (e.g. a users table).
     cold_start : ``{"history": frame_or_path, "min_interactions": 5}`` adds the
         slice ``cold_start_user``: users with fewer than ``min_interactions``
-        rows in the history (needs ``user_id`` in the run).
+        rows in the history (needs ``user_id`` in the run). With
+        ``"cohort": "item"`` (or ``"both"``) it adds ``result.item_cohorts``:
+        ranking metrics with relevance restricted to cold items (fewer than
+        ``min_interactions`` history rows) and to warm items.
     format : file format of paths, ``"auto"`` by extension.
     missing_in_run : requests judged in ``labels`` but absent from ``run``:
         ``"zero"`` (default, trec_eval ``-c``) scores them 0; ``"ignore"`` leaves them out.
@@ -531,6 +542,16 @@ def evaluate(
     if slice_cols:
         units = unit_table(scored, slice_cols, attr_table, cold_start)
         slices = slice_summaries(scored, slice_cols, units, level=level, n_boot=n_boot, seed=seed, bootstrap=method)
+    cohorts = None
+    if cold_start is not None and cold_start.get("cohort", "user") in ("item", "both"):
+        from receval.slices import item_cohorts
+
+        cohorts = item_cohorts(
+            run, labels, parsed, cold_start, label_columns=label_columns if label_columns is not None else columns,
+            score_kwargs={"columns": columns, "format": format, "missing_in_run": missing_in_run,
+                          "missing_in_labels": missing_in_labels},
+            summary_kwargs={"level": level, "n_boot": n_boot, "seed": seed, "bootstrap": method},
+        )
 
     columns_out: dict[str, Any] = {"request_id": scored.request_ids}
     for m in parsed:
@@ -552,6 +573,6 @@ def evaluate(
         "ties": "score descending, then item id descending (byte order), as trec_eval",
     }
     extras = {str(m): scored.stats[m].extra for m in parsed if scored.stats[m].extra}
-    result = EvaluationResult(parsed, summary, scored.counts, settings, per_request, _slices=slices)
+    result = EvaluationResult(parsed, summary, scored.counts, settings, per_request, _slices=slices, _item_cohorts=cohorts)
     result.details = {k: {kk: vv for kk, vv in v.items() if kk != "per_request"} for k, v in extras.items()}
     return result

@@ -23,6 +23,23 @@ from receval.errors import InputError, UsageError, Violation
 __all__ = ["resolve_by", "unit_table", "slice_summaries", "COLD_START_COLUMN"]
 
 COLD_START_COLUMN = "cold_start_user"
+ITEM_COHORT_COLUMN = "cold_start_item"
+_COLD_START_KEYS = {"history", "min_interactions", "user_column", "item_column", "cohort"}
+
+
+def _cold_start_settings(cold_start: Mapping[str, Any]) -> tuple[int, str]:
+    unknown = set(cold_start) - _COLD_START_KEYS
+    if unknown:
+        raise UsageError(f"cold_start has unknown key(s) {sorted(unknown)}; use {', '.join(sorted(_COLD_START_KEYS))}")
+    if "history" not in cold_start:
+        raise UsageError("cold_start needs a 'history' table (one row per past interaction, with user_id / item_id)")
+    n_min = cold_start.get("min_interactions", 5)
+    if not isinstance(n_min, int) or isinstance(n_min, bool) or n_min < 1:
+        raise UsageError(f"cold_start min_interactions must be a positive integer, got {n_min!r}")
+    cohort = cold_start.get("cohort", "user")
+    if cohort not in ("user", "item", "both"):
+        raise UsageError(f"cold_start cohort must be 'user', 'item' or 'both', got {cohort!r}")
+    return n_min, cohort
 
 
 def resolve_by(by: str | Sequence[str] | None, attributes: Any, cold_start: Mapping[str, Any] | None):
@@ -43,7 +60,7 @@ def resolve_by(by: str | Sequence[str] | None, attributes: Any, cold_start: Mapp
             )
     from_table = [c for c in cols if table is not None and c in table.columns and c not in ("request_id", "user_id")]
     from_run = tuple(c for c in cols if c not in from_table and c != COLD_START_COLUMN)
-    if cold_start is not None and COLD_START_COLUMN not in cols:
+    if cold_start is not None and _cold_start_settings(cold_start)[1] in ("user", "both") and COLD_START_COLUMN not in cols:
         cols.append(COLD_START_COLUMN)
     if not cols:
         return [], from_run, table
@@ -55,14 +72,7 @@ def _cold_start_flags(unit_user: Any, cold_start: Mapping[str, Any]):
 
     from receval.data.readers import to_polars
 
-    unknown = set(cold_start) - {"history", "min_interactions", "user_column"}
-    if unknown:
-        raise UsageError(f"cold_start has unknown key(s) {sorted(unknown)}; use history, min_interactions, user_column")
-    if "history" not in cold_start:
-        raise UsageError("cold_start needs a 'history' table (one row per past interaction, with user_id)")
-    n_min = cold_start.get("min_interactions", 5)
-    if not isinstance(n_min, int) or n_min < 1:
-        raise UsageError(f"cold_start min_interactions must be a positive integer, got {n_min!r}")
+    n_min, _ = _cold_start_settings(cold_start)
     column = cold_start.get("user_column", "user_id")
     history = to_polars(cold_start["history"], kind="history", name="cold_start history")
     if column not in history.columns:
@@ -104,7 +114,7 @@ def unit_table(scored: Any, cols: list[str], table: Any, cold_start: Mapping[str
             attrs = attrs.with_columns(pl.col(key).cast(pl.String))
             units = units.with_columns(pl.col(key).cast(pl.String))
         units = units.join(attrs, on=key, how="left", maintain_order="left")
-    if cold_start is not None:
+    if cold_start is not None and COLD_START_COLUMN in cols:
         units = units.with_columns(_cold_start_flags(scored.unit_user, cold_start))
     return units.select(["__unit", *cols])
 
@@ -138,3 +148,66 @@ def slice_summaries(
             rows.append(row)
     schema_cols = [*cols, "metric", "mean", "ci_low", "ci_high", "n"]
     return pl.DataFrame(rows) if rows else pl.DataFrame({c: [] for c in schema_cols})
+
+
+def item_cohorts(run: Any, labels: Any, metrics: list, cold_start: Mapping[str, Any], *, label_columns: Any,
+                 score_kwargs: dict[str, Any], summary_kwargs: dict[str, Any]):
+    """Ranking metrics with relevance restricted to cold (or warm) items.
+
+    Cold items have fewer than ``min_interactions`` rows in the history (items
+    absent from it count 0). For each cohort the labels of the other cohort's
+    items are dropped, so a request is scored on how it ranks that cohort's
+    relevant items; requests left without any label follow
+    ``missing_in_labels`` (ignored by default) and n says how many remain.
+    """
+    import math
+
+    import polars as pl
+
+    from receval.data.contract import ColumnMapping
+    from receval.data.readers import to_polars
+    from receval.evaluation import score, summarise
+
+    n_min, _ = _cold_start_settings(cold_start)
+    if labels is None:
+        raise UsageError("item cold-start cohorts need a separate labels table (labels=...)")
+    ranking = [m for m in metrics if m.spec.kind == "ranking"]
+    if not ranking:
+        return None
+    lab_map = ColumnMapping.of(label_columns)
+    lab = to_polars(labels, kind="labels", name="labels")
+    item_col = lab_map.source("item_id")
+    if item_col not in lab.columns:
+        raise InputError("labels", [Violation(lab_map.label("item_id"), "required column is missing", lab.height)])
+    hist_col = cold_start.get("item_column", "item_id")
+    history = to_polars(cold_start["history"], kind="history", name="cold_start history")
+    if hist_col not in history.columns:
+        raise InputError("cold_start history", [Violation(hist_col, "required column is missing", history.height, (),
+                                                           f"available columns are {history.columns[:12]}")])
+    counts = history.group_by(pl.col(hist_col).cast(pl.String).alias("__item")).agg(pl.len().alias("__n"))
+    flags = (
+        pl.DataFrame({"__item": lab[item_col].cast(pl.String)})
+        .join(counts, on="__item", how="left", maintain_order="left")["__n"]
+        .fill_null(0)
+        < n_min
+    )
+    rows: list[dict[str, Any]] = []
+    for cold in (True, False):
+        subset = lab.filter(flags == cold)
+        try:
+            scored = score(run, subset, ranking, label_columns=label_columns, **score_kwargs)
+        except InputError as err:
+            if subset.height and not any("evaluable" in v.rule for v in err.violations):
+                raise
+            scored = None
+        if scored is None:
+            for m in ranking:
+                rows.append({ITEM_COHORT_COLUMN: cold, "metric": str(m), "mean": math.nan, "ci_low": math.nan,
+                             "ci_high": math.nan, "n": 0, "labels": subset.height})
+            continue
+        summary, _ = summarise(scored, **summary_kwargs)
+        for m in ranking:
+            s = summary[str(m)]
+            rows.append({ITEM_COHORT_COLUMN: cold, "metric": s.metric, "mean": s.mean, "ci_low": s.ci_low,
+                         "ci_high": s.ci_high, "n": s.n, "labels": subset.height})
+    return pl.DataFrame(rows)

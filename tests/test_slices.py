@@ -103,3 +103,42 @@ def test_attributes_with_duplicate_keys_are_refused():
     users = pd.DataFrame({"user_id": ["u0", "u0"], "segment": ["a", "b"]})
     with pytest.raises(InputError, match="each key must appear once"):
         receval.evaluate(run, lab, ["mrr"], by="segment", attributes=users)
+
+
+def test_item_cold_start_cohorts_restrict_relevance_to_cold_or_warm_items():
+    run, lab = _data()
+    # items i0..i3 have 10 past interactions each (warm), i4..i7 none (cold); threshold 5
+    history = pd.DataFrame({"item_id": [f"i{i}" for i in range(4) for _ in range(10)]})
+    res = receval.evaluate(run, lab, ["ndcg@5", "mrr"], cold_start={"history": history, "min_interactions": 5, "cohort": "item"},
+                           n_boot=50)
+    assert res.slices is None  # cohort="item" adds no user slice
+    coh = res.item_cohorts
+    for cold, items in ((True, {"i4", "i5", "i6", "i7"}), (False, {"i0", "i1", "i2", "i3"})):
+        subset = lab[lab["item_id"].isin(items)]
+        alone = receval.evaluate(run, subset, ["ndcg@5", "mrr"], n_boot=50)
+        for metric in ("ndcg@5", "mrr"):
+            row = coh[(coh["cold_start_item"] == cold) & (coh["metric"] == metric)].iloc[0]
+            assert row["mean"] == pytest.approx(alone[metric].mean, abs=1e-12)
+            assert row["n"] == alone[metric].n == subset["request_id"].nunique()
+            assert row["labels"] == len(subset)
+    json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_item_cohort_without_labels_in_a_cohort_reports_n_zero():
+    run, lab = _data()
+    history = pd.DataFrame({"item_id": [f"i{i}" for i in range(8) for _ in range(10)]})  # every item warm
+    coh = receval.evaluate(run, lab, ["mrr"], cold_start={"history": history, "cohort": "item"}, n_boot=20).item_cohorts
+    cold = coh[coh["cold_start_item"] == True].iloc[0]  # noqa: E712
+    assert cold["n"] == 0 and cold["labels"] == 0 and np.isnan(cold["mean"])
+
+
+def test_cold_start_option_errors():
+    run, lab = _data()
+    history = pd.DataFrame({"item_id": ["i0"]})
+    with pytest.raises(UsageError, match="cohort must be"):
+        receval.evaluate(run, lab, ["mrr"], cold_start={"history": history, "cohort": "items"})
+    with pytest.raises(UsageError, match="unknown key"):
+        receval.evaluate(run, lab, ["mrr"], cold_start={"history": history, "minimum": 3})
+    run_with_labels = run.merge(lab, on=["request_id", "item_id"], how="left").fillna({"label": 0})
+    with pytest.raises(UsageError, match="separate labels table"):
+        receval.evaluate(run_with_labels, None, ["mrr"], cold_start={"history": history, "cohort": "item"})
