@@ -1,5 +1,11 @@
-"""Responsible-AI audits: exposure fairness, drift and parity (more to come).
+"""Responsible-AI audits (first pieces): exposure fairness, drift and parity.
 
-Import the functions from their modules: ``receval.audits.exposure`` and
-``receval.audits.drift``.
+* :func:`receval.audits.exposure.exposure_audit` — group exposure shares vs a
+  target, disparate exposure, AWRF, expected exposure, Gini of exposure;
+* :func:`receval.audits.drift.drift_audit`, :func:`~receval.audits.drift.psi`,
+  :func:`~receval.audits.drift.ks_distance` and
+  :func:`~receval.audits.drift.parity_audit` — distribution shift and
+  offline/online parity.
+
+See docs/audits.md.
 """
