@@ -1,0 +1,488 @@
+"""Popularity bias of the top-k lists of a run.
+
+``popularity_bias_audit(run, catalog, ...)`` measures how much a run favours
+popular items (phi(i) = the catalog's popularity column, e.g. interaction
+counts; the long tail Gamma = items with phi(i) <= the ``tail_quantile``
+quantile of catalog popularity, as receval's ``long_tail_share`` metric):
+
+* **ARP** = mean over requests of the mean popularity of the list;
+* **APLT** = mean over requests of the share of long-tail items of the list;
+* **ACLT** = mean over requests of the number of long-tail items of the list;
+* **PopRSP** (statistical parity of the recommendation rate of the short head
+  and the long tail) and, with labels, **PopREO** (equal opportunity: the
+  same on relevant items), std_g / mean_g over g in {head, tail}.
+
+Overall and per user group (requests keyed by ``request_id`` or ``user_id``),
+with percentile bootstrap intervals over requests (``receval.stats.bootstrap``):
+every quantity is a function of column sums of a per-request matrix.
+
+Formulas and conventions: docs/audits.md, "Popularity bias".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from receval.audits.exposure import (
+    MISSING_GROUP,
+    Estimate,
+    _harmonise,
+    _labels_frame,
+    _num,
+    _require,
+    _run_frame,
+    _Stat,
+)
+from receval.errors import InputError, UsageError, Violation
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+
+__all__ = ["ALL_GROUP", "AuditRow", "PopularityAudit", "popularity_bias_audit", "POPULARITY_FIELDS"]
+
+#: group name of the overall row
+ALL_GROUP = "(all)"
+
+#: the quantities of a row, in output order
+POPULARITY_FIELDS = (
+    "arp",
+    "aplt",
+    "aclt",
+    "rec_rate_head",
+    "rec_rate_tail",
+    "pop_rsp",
+    "rel_rec_rate_head",
+    "rel_rec_rate_tail",
+    "pop_reo",
+)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One row (overall or a user group). ``values`` is empty when ``suppressed``."""
+
+    group: str
+    n_requests: int
+    suppressed: bool
+    values: dict[str, Estimate | None] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Estimate | None:
+        return self.values.get(name)
+
+    def to_dict(self, fields: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"group": self.group, "n_requests": self.n_requests, "suppressed": self.suppressed}
+        for name in fields:
+            est = self.values.get(name)
+            out[name] = None if est is None else est.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class _Audit:
+    overall: AuditRow
+    groups: tuple[AuditRow, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    FIELDS: tuple[str, ...] = ()
+
+    def group(self, name: str) -> AuditRow:
+        for g in self.groups:
+            if g.group == name:
+                return g
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe; holds no request, user or item id."""
+        return {
+            "settings": dict(self.settings),
+            "counts": dict(self.counts),
+            "overall": self.overall.to_dict(self.FIELDS),
+            "groups": [g.to_dict(self.FIELDS) for g in self.groups],
+        }
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per row (overall first, then user groups): ``<q>``, ``<q>_low``, ``<q>_high``."""
+        import polars as pl
+
+        data: dict[str, list[Any]] = {"group": [], "n_requests": [], "suppressed": []}
+        for name in self.FIELDS:
+            for suffix in ("", "_low", "_high"):
+                data[name + suffix] = []
+        for row in (self.overall, *self.groups):
+            d = row.to_dict(self.FIELDS)
+            for c in ("group", "n_requests", "suppressed"):
+                data[c].append(d[c])
+            for name in self.FIELDS:
+                est = d[name] or {}
+                data[name].append(est.get("value"))
+                data[name + "_low"].append(est.get("low"))
+                data[name + "_high"].append(est.get("high"))
+        schema: dict[str, Any] = {"group": pl.String, "n_requests": pl.Int64, "suppressed": pl.Boolean}
+        schema.update({c: pl.Float64 for c in data if c not in schema})
+        return pl.DataFrame(data, schema=schema)
+
+
+@dataclass(frozen=True)
+class PopularityAudit(_Audit):
+    """Result of :func:`popularity_bias_audit`."""
+
+    FIELDS: tuple[str, ...] = POPULARITY_FIELDS
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _check_common(k: Any, min_group_size: Any, n_boot: Any, level: float, user_groups: Any,
+                  group_column: Any) -> None:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise UsageError(f"k must be a positive integer or None, got {k!r}")
+    if isinstance(min_group_size, bool) or not isinstance(min_group_size, int) or min_group_size < 0:
+        raise UsageError(f"min_group_size must be a non-negative integer, got {min_group_size!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise UsageError(f"n_boot must be a non-negative integer (0: no intervals), got {n_boot!r}")
+    if not 0.0 < level < 1.0:
+        raise UsageError(f"level must lie in (0, 1), got {level!r}")
+    if user_groups is not None and not isinstance(group_column, str):
+        raise UsageError("user_groups needs group_column=... (the column of user_groups holding the group)")
+    if user_groups is None and group_column is not None:
+        raise UsageError("group_column is given but user_groups is not")
+
+
+def _ranked(run: Any, k: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(top-k rows with request_id, item_id, rank, __q; one row per request with request_id, __q[, user_id]).
+
+    Order: score descending, ties by item id text descending (as exposure_audit).
+    """
+    import polars as pl
+
+    from receval.data.readers import to_polars
+
+    if isinstance(run, list | tuple):
+        raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
+    raw = to_polars(run, kind="run", columns=["request_id", "item_id", "score", "user_id"])
+    frame = _run_frame(raw.select([c for c in raw.columns if c != "user_id"]))
+    if "user_id" in raw.columns:
+        frame = frame.with_columns(user_id=raw["user_id"])
+    frame = frame.with_columns(__tie=pl.col("item_id").cast(pl.String))
+    frame = frame.sort(["request_id", "score", "__tie"], descending=[False, True, True])
+    frame = frame.with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("request_id"))
+    if k is not None:
+        frame = frame.filter(pl.col("rank") <= k)
+    if frame.height == 0:
+        raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
+    frame = frame.with_columns(__q=pl.col("request_id").rle_id().cast(pl.Int64))
+    req_cols = ["request_id", "__q"]
+    if "user_id" in frame.columns:
+        users = frame.select("__q", "user_id").unique()
+        bad = users["__q"].is_duplicated()
+        if bad.any():
+            raise InputError("run", [Violation("user_id", "one user per request", int(bad.sum()),
+                                               hint="a request belongs to a single user")])
+        req_cols.append("user_id")
+    requests = frame.select(req_cols).unique(subset="__q", keep="first", maintain_order=True)
+    return frame.select("request_id", "item_id", "rank", "__q"), requests
+
+
+def _user_group_codes(requests: pl.DataFrame, user_groups: Any, group_column: str | None) -> tuple[np.ndarray, list[str]]:
+    """Group code of every request (by __q) and the group names (sorted, '(missing)' included when used)."""
+    import polars as pl
+
+    from receval.data.readers import to_polars
+
+    n_req = requests.height
+    if user_groups is None:
+        return np.zeros(n_req, dtype=np.int64), []
+    assert group_column is not None
+    table = to_polars(user_groups, kind="attributes", name="user_groups",
+                      columns=["request_id", "user_id", group_column])
+    if group_column not in table.columns:
+        raise InputError("user_groups", [Violation(group_column, "required column is missing", table.height, (),
+                                                   f"available columns are {table.columns[:12]}")])
+    if "request_id" in table.columns:
+        key = "request_id"
+    elif "user_id" in table.columns:
+        key = "user_id"
+        if "user_id" not in requests.columns:
+            raise InputError("run", [Violation("user_id", "required column is missing", 0, (),
+                                               "user_groups is keyed by user_id: give the run a user_id column "
+                                               "or key user_groups by request_id")])
+    else:
+        raise InputError("user_groups", [Violation("request_id", "required column is missing", table.height, (),
+                                                   "user_groups is keyed by request_id or user_id")])
+    table = table.select(key, pl.col(group_column).cast(pl.String).alias("__group"))
+    violations = []
+    if table[key].null_count():
+        violations.append(Violation(key, "must not be null", table[key].null_count()))
+    dup = table[key].drop_nulls().is_duplicated()
+    if dup.any():
+        violations.append(Violation(key, "one group per key", int(dup.sum()), hint=f"one row per {key} in user_groups"))
+    if violations:
+        raise InputError("user_groups", violations)
+    reqs, tab = _harmonise(requests.select("__q", key), table, key)
+    joined = reqs.join(tab, on=key, how="left", maintain_order="left").sort("__q")
+    labels = joined["__group"].fill_null(MISSING_GROUP)
+    names = sorted(labels.unique().to_list())
+    lookup = {n: i for i, n in enumerate(names)}
+    codes = labels.replace_strict(lookup, return_dtype=pl.Int64).to_numpy()
+    return codes, names
+
+
+def _unknown(items: pl.Series, frame: str, table: str) -> InputError:
+    distinct = items.n_unique()
+    return InputError(f"{frame} and {table}", [Violation(
+        "item_id", f"every item must be in the {table} table", items.len(),
+        tuple(repr(v) for v in items.unique(maintain_order=True).head(5).to_list()),
+        f"{distinct} distinct item{'s' if distinct != 1 else ''} {'are' if distinct != 1 else 'is'} missing from "
+        f"the {table} table; add {'them' if distinct != 1 else 'it'}",
+    )])
+
+
+def _rows(
+    mat: np.ndarray,
+    finishes: dict[str, Callable[[np.ndarray], np.ndarray]],
+    codes: np.ndarray,
+    names: list[str],
+    *,
+    min_group_size: int,
+    n_boot: int,
+    level: float,
+    seed: int | None,
+    undefined: Callable[[str, np.ndarray], bool] = lambda name, sums: False,
+) -> tuple[AuditRow, tuple[AuditRow, ...], str | None]:
+    """Overall row and one row per user group; intervals from one set of request-level replicates.
+
+    A group's statistics read ``mat`` with the other groups' rows zeroed, so every
+    replicate resamples all requests and each group keeps its own resampled requests.
+    """
+    from receval.stats.bootstrap import bootstrap_replicates, percentile_interval
+
+    n_req = mat.shape[0]
+    n_per = np.bincount(codes, minlength=len(names)) if names else np.zeros(0, dtype=np.int64)
+    blocks: list[tuple[str, np.ndarray]] = [(ALL_GROUP, mat)]
+    for j, name in enumerate(names):
+        if n_per[j] >= min_group_size and n_per[j] > 0:
+            blocks.append((name, mat * (codes == j)[:, None]))
+    stats: list[_Stat] = []
+    keys: list[tuple[str, str]] = []
+    for gname, block in blocks:
+        for fname, fin in finishes.items():
+            stats.append(_Stat(block, fin))
+            keys.append((gname, fname))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = np.array([float(st.finish(st.stats.sum(axis=0).reshape(1, -1))[0]) for st in stats])
+    low = high = np.full(len(stats), np.nan)
+    method = None
+    if n_boot > 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reps, method = bootstrap_replicates(stats, n_req, n_boot=n_boot, seed=seed)
+        reps[~np.isfinite(reps)] = np.nan
+        low, high = percentile_interval(reps, level)
+    found: dict[tuple[str, str], Estimate | None] = {}
+    for i, key in enumerate(keys):
+        v = _num(point[i])
+        if v is None:
+            found[key] = Estimate(None)
+        elif n_boot == 0:
+            found[key] = Estimate(v)
+        else:
+            found[key] = Estimate(v, _num(low[i]), _num(high[i]))
+
+    def row(gname: str, n: int) -> AuditRow:
+        suppressed = gname != ALL_GROUP and n < min_group_size
+        vals = {} if suppressed else {f: found[(gname, f)] for f in finishes}
+        return AuditRow(gname, int(n), bool(suppressed), vals)
+
+    overall = row(ALL_GROUP, n_req)
+    groups = tuple(row(name, int(n_per[j])) for j, name in enumerate(names))
+    return overall, groups, method
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def _rsp(p_head: np.ndarray, p_tail: np.ndarray) -> np.ndarray:
+    """std / mean of two rates (population std): |a - b| / (a + b); NaN when both are 0 or undefined."""
+    return _ratio(np.abs(p_head - p_tail), p_head + p_tail)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def _catalog_popularity(catalog: Any, popularity: str) -> pl.DataFrame:
+    import polars as pl
+
+    from receval.data.readers import to_polars
+
+    cat = to_polars(catalog, kind="catalog", columns=["item_id", popularity])
+    _require(cat, "catalog", ["item_id", popularity],
+             f"the catalog maps item_id to item popularity (popularity={popularity!r}, e.g. interaction counts)")
+    cat = cat.select("item_id", pl.col(popularity).alias("__pop"))
+    s = cat["__pop"]
+    violations = []
+    if cat["item_id"].null_count():
+        violations.append(Violation("item_id", "must not be null", cat["item_id"].null_count()))
+    dup = cat["item_id"].is_duplicated()
+    if dup.any():
+        violations.append(Violation("item_id", "one row per item", int(dup.sum())))
+    if cat.height == 0:
+        violations.append(Violation("item_id", "the catalog must hold at least one item", 0))
+    if not (s.dtype.is_numeric() and s.dtype != pl.Boolean):
+        violations.append(Violation(popularity, "must be numeric", s.len(), (f"dtype {s.dtype}",)))
+    else:
+        if s.null_count():
+            violations.append(Violation(popularity, "must not be null", s.null_count(),
+                                        tuple(repr(v) for v in cat.filter(s.is_null())["item_id"].head(3).to_list()),
+                                        "give every catalog item a popularity (0 if never interacted with)"))
+        x = s.cast(pl.Float64)
+        bad = (~x.is_finite() | (x < 0)).fill_null(False)
+        if bad.any():
+            violations.append(Violation(popularity, "must be finite and >= 0", int(bad.sum()),
+                                        tuple(repr(v) for v in cat.filter(bad)["item_id"].head(3).to_list())))
+    if violations:
+        raise InputError("catalog", violations)
+    return cat.with_columns(pl.col("__pop").cast(pl.Float64))
+
+
+def popularity_bias_audit(
+    run: Any,
+    catalog: Any,
+    *,
+    k: int | None = 10,
+    popularity: str = "popularity",
+    tail_quantile: float = 0.8,
+    labels: Any = None,
+    user_groups: Any = None,
+    group_column: str | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | None = 0,
+    min_group_size: int = 20,
+) -> PopularityAudit:
+    """Popularity bias of the top-k lists of ``run`` (see the module doc and docs/audits.md).
+
+    Parameters
+    ----------
+    run : request_id, item_id, score (optional user_id); ranked by score
+        descending, ties by item id text descending.
+    catalog : item_id and the ``popularity`` column (numeric, >= 0, no nulls).
+    tail_quantile : long tail = items with popularity <= this quantile of the
+        catalog's popularity (numpy linear quantile); the rest is the short head.
+    labels : request_id, item_id, label; label > 0 is relevant (PopREO).
+    user_groups : table keyed by request_id (or user_id, then the run needs a
+        user_id column) with ``group_column``; requests without a row or with a
+        null group form the ``"(missing)"`` group.
+    min_group_size : user groups with fewer requests are listed with
+        ``suppressed=True`` and no values.
+    n_boot : request-level bootstrap replicates (0: no intervals).
+
+    Raises
+    ------
+    UsageError : bad arguments.  InputError : bad data, e.g. items missing from the catalog.
+    """
+    import polars as pl
+
+    _check_common(k, min_group_size, n_boot, level, user_groups, group_column)
+    if isinstance(tail_quantile, bool) or not isinstance(tail_quantile, int | float) or not 0.0 <= tail_quantile <= 1.0:
+        raise UsageError(f"tail_quantile must lie in [0, 1], got {tail_quantile!r}")
+    frame, requests = _ranked(run, k)
+    cat = _catalog_popularity(catalog, popularity)
+    lab = _labels_frame(labels) if labels is not None else None
+
+    pop = cat["__pop"].to_numpy()
+    threshold = float(np.quantile(pop, float(tail_quantile)))
+    cat = cat.with_columns(__tail=pl.col("__pop") <= threshold)
+    n_tail = int(cat["__tail"].sum())
+    n_head = cat.height - n_tail
+
+    fr, cj = _harmonise(frame, cat, "item_id")
+    frame = fr.join(cj, on="item_id", how="left", maintain_order="left")
+    if frame["__pop"].null_count():
+        raise _unknown(frame.filter(pl.col("__pop").is_null())["item_id"], "run", "catalog")
+
+    n_req = requests.height
+    q = frame["__q"].to_numpy()
+    tail = frame["__tail"].to_numpy().astype(np.float64)
+    length = np.bincount(q, minlength=n_req).astype(np.float64)
+    n_tail_q = np.bincount(q, weights=tail, minlength=n_req)
+    mat = np.zeros((n_req, 10))
+    mat[:, 0] = np.bincount(q, weights=frame["__pop"].to_numpy(), minlength=n_req) / length  # ARP_q
+    mat[:, 1] = n_tail_q / length  # APLT_q
+    mat[:, 2] = n_tail_q  # ACLT_q
+    mat[:, 3] = 1.0
+    mat[:, 4] = length - n_tail_q  # head items recommended
+    mat[:, 5] = n_tail_q  # tail items recommended
+    n_relevant = 0
+    if lab is not None:
+        reqs, lb = _harmonise(requests.select("request_id", "__q"), lab.filter(pl.col("label") > 0), "request_id")
+        rel = lb.join(reqs, on="request_id", how="inner", maintain_order="left")
+        rel, cj = _harmonise(rel, cat.select("item_id", "__tail"), "item_id")
+        rel = rel.join(cj, on="item_id", how="left", maintain_order="left")
+        if rel["__tail"].null_count():
+            raise _unknown(rel.filter(pl.col("__tail").is_null())["item_id"], "labels", "catalog")
+        n_relevant = rel.height
+        rq = rel["__q"].to_numpy()
+        rt = rel["__tail"].to_numpy().astype(np.float64)
+        mat[:, 8] = np.bincount(rq, weights=1.0 - rt, minlength=n_req)
+        mat[:, 9] = np.bincount(rq, weights=rt, minlength=n_req)
+        fr, rj = _harmonise(frame, rel.select("request_id", "item_id").with_columns(__rel=pl.lit(1.0)), "item_id")
+        fr, rj = _harmonise(fr, rj, "request_id")
+        hit = fr.join(rj, on=["request_id", "item_id"], how="left", maintain_order="left")["__rel"].fill_null(0.0)
+        hit_np = hit.to_numpy()
+        mat[:, 6] = np.bincount(q, weights=hit_np * (1.0 - tail), minlength=n_req)
+        mat[:, 7] = np.bincount(q, weights=hit_np * tail, minlength=n_req)
+
+    def rate(col: int, n_items: int) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda s: _ratio(s[:, col], s[:, 3] * n_items)
+
+    finishes: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "arp": lambda s: _ratio(s[:, 0], s[:, 3]),
+        "aplt": lambda s: _ratio(s[:, 1], s[:, 3]),
+        "aclt": lambda s: _ratio(s[:, 2], s[:, 3]),
+        "rec_rate_head": rate(4, n_head),
+        "rec_rate_tail": rate(5, n_tail),
+        "pop_rsp": lambda s: _rsp(rate(4, n_head)(s), rate(5, n_tail)(s)),
+    }
+    if lab is not None:
+        finishes.update({
+            "rel_rec_rate_head": lambda s: _ratio(s[:, 6], s[:, 8]),
+            "rel_rec_rate_tail": lambda s: _ratio(s[:, 7], s[:, 9]),
+            "pop_reo": lambda s: _rsp(_ratio(s[:, 6], s[:, 8]), _ratio(s[:, 7], s[:, 9])),
+        })
+    codes, names = _user_group_codes(requests, user_groups, group_column)
+    overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
+                                    n_boot=n_boot, level=level, seed=seed)
+    return PopularityAudit(
+        overall=overall,
+        groups=groups,
+        settings={
+            "k": k,
+            "popularity": popularity,
+            "tail_quantile": float(tail_quantile),
+            "labels": lab is not None,
+            "group_column": group_column,
+            "min_group_size": min_group_size,
+            "n_boot": n_boot,
+            "level": level,
+            "seed": seed,
+            "bootstrap_method": method,
+        },
+        counts={
+            "n_requests": n_req,
+            "n_catalog_items": cat.height,
+            "n_head_items": n_head,
+            "n_tail_items": n_tail,
+            "tail_threshold": _num(threshold),
+            "n_relevant": n_relevant,
+            "n_groups": len(names),
+            "n_groups_suppressed": sum(g.suppressed for g in groups),
+        },
+    )
