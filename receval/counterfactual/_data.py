@@ -26,6 +26,33 @@ def _examples(values: np.ndarray, rows: np.ndarray, k: int = 5) -> tuple[str, ..
     return tuple(f"row {int(r)} ({values[r].item()!r})" for r in rows[:k])
 
 
+def _reward_checks(
+    reward: np.ndarray, reward_range: Any, violations: list, hint: str
+) -> tuple[float, float]:
+    """Append reward violations (non-finite, outside the declared range); return the range.
+
+    Without ``reward_range`` the range is the observed one, so nothing is out of range.
+    """
+    finite = np.isfinite(reward)
+    bad = np.flatnonzero(~finite)
+    if len(bad):
+        violations.append(Violation("reward", "must be finite", len(bad), _examples(reward, bad)))
+    if reward_range is None:
+        if not finite.any():
+            return 0.0, 0.0
+        return float(reward[finite].min()), float(reward[finite].max())
+    lo, hi = float(reward_range[0]), float(reward_range[1])
+    if not lo <= hi:
+        raise UsageError(f"reward_range must be (low, high) with low <= high, got {reward_range}")
+    bad = np.flatnonzero(finite & ((reward < lo) | (reward > hi)))
+    if len(bad):
+        violations.append(
+            Violation("reward", f"must lie in the declared reward_range [{lo:g}, {hi:g}]", len(bad),
+                      _examples(reward, bad), hint)
+        )
+    return lo, hi
+
+
 def _check_arrays(
     reward, propensity, target_prob, reward_range, frame="logged feedback"
 ) -> tuple[float, float]:
@@ -48,33 +75,7 @@ def _check_arrays(
                 "target probability", "must lie in [0, 1]", len(bad), _examples(target_prob, bad)
             )
         )
-    finite = np.isfinite(reward)
-    bad = np.flatnonzero(~finite)
-    if len(bad):
-        violations.append(Violation("reward", "must be finite", len(bad), _examples(reward, bad)))
-    if reward_range is None:
-        lo, hi = (
-            (float(reward[finite].min()), float(reward[finite].max()))
-            if finite.any()
-            else (0.0, 0.0)
-        )
-    else:
-        lo, hi = float(reward_range[0]), float(reward_range[1])
-        if not lo <= hi:
-            raise UsageError(
-                f"reward_range must be (low, high) with low <= high, got {reward_range}"
-            )
-        bad = np.flatnonzero(finite & ((reward < lo) | (reward > hi)))
-        if len(bad):
-            violations.append(
-                Violation(
-                    "reward",
-                    f"must lie in the declared reward_range [{lo:g}, {hi:g}]",
-                    len(bad),
-                    _examples(reward, bad),
-                    "declare the right reward_range, e.g. reward_range=(0, 1) for clicks",
-                )
-            )
+    lo, hi = _reward_checks(reward, reward_range, violations, "declare the right reward_range, e.g. reward_range=(0, 1) for clicks")
     if violations:
         raise InputError(frame, violations)
     return lo, hi

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from receval.counterfactual._data import _examples, _to_pandas
+from receval.counterfactual._data import _examples, _reward_checks, _to_pandas
 from receval.counterfactual._estimators import (
     ESS_WARN_SHARE,
     OPEResult,
@@ -175,34 +175,7 @@ class SlateFeedback:
                 _prob_violation("slate propensity", ps, False),
                 _prob_violation("slate target probability", ts, True),
             ]
-        flat = r.ravel()
-        finite = np.isfinite(flat)
-        bad = np.flatnonzero(~finite)
-        if len(bad):
-            v.append(Violation("reward", "must be finite", len(bad), _examples(flat, bad)))
-        if reward_range is None:
-            lo, hi = (
-                (float(flat[finite].min()), float(flat[finite].max()))
-                if finite.any()
-                else (0.0, 0.0)
-            )
-        else:
-            lo, hi = float(reward_range[0]), float(reward_range[1])
-            if not lo <= hi:
-                raise UsageError(
-                    f"reward_range must be (low, high) with low <= high, got {reward_range}"
-                )
-            bad = np.flatnonzero(finite & ((flat < lo) | (flat > hi)))
-            if len(bad):
-                v.append(
-                    Violation(
-                        "reward",
-                        f"must lie in the declared reward_range [{lo:g}, {hi:g}]",
-                        len(bad),
-                        _examples(flat, bad),
-                        "declare the right reward_range (of one slot's reward)",
-                    )
-                )
+        lo, hi = _reward_checks(r.ravel(), reward_range, v, "declare the right reward_range (of one slot's reward)")
         v = [x for x in v if x is not None]
         if v:
             raise InputError("logged slates", v)
