@@ -11,6 +11,7 @@ on the same function of means.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -231,6 +232,34 @@ def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
     return diag, warns
 
 
+def _values_and_intervals(
+    S: np.ndarray, spans: list, estimators: Sequence, n_units: int, *, interval: str, level: float,
+    n_boot: int, seed: int | None,
+) -> tuple[list[float], np.ndarray, np.ndarray, str | None]:
+    """Point values and intervals of estimators whose statistics are columns ``spans`` of ``S``.
+
+    Bootstrap: every estimator is re-applied to the same resampled unit sums;
+    normal: delta method. Returns (values, low, high, bootstrap scheme or None).
+    """
+    total = S.sum(axis=0)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = [
+            float(e._finish(total[:, lo:hi])[0]) for e, (lo, hi) in zip(estimators, spans, strict=True)
+        ]
+    if interval == "bootstrap":
+        shared = [
+            _Shared(S, lo, hi, e._finish) for e, (lo, hi) in zip(estimators, spans, strict=True)
+        ]
+        reps, method = bootstrap_replicates(shared, n_units, n_boot=n_boot, seed=seed)
+        low, high = percentile_interval(reps, level)
+        return values, low, high, method
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    ses = _delta_ses(S, spans, [e._finish for e in estimators])
+    low = np.array([v - z * s for v, s in zip(values, ses, strict=True)])
+    high = np.array([v + z * s for v, s in zip(values, ses, strict=True)])
+    return values, low, high, None
+
+
 def estimate_many(
     estimators: list[Estimator],
     data: LoggedFeedback,
@@ -265,22 +294,12 @@ def estimate_many(
         spans.append((len(cols), len(cols) + len(c)))
         cols.extend(c)
     S = _unit_sums(data, cols)
-    total = S.sum(axis=0)[None, :]
-    values = [
-        float(e._finish(total[:, lo:hi])[0]) for e, (lo, hi) in zip(estimators, spans, strict=True)
-    ]
+    values, low, high, method = _values_and_intervals(
+        S, spans, estimators, data.n_units, interval=interval, level=level, n_boot=n_boot, seed=seed
+    )
     if interval == "bootstrap":
-        shared = [
-            _Shared(S, lo, hi, e._finish) for e, (lo, hi) in zip(estimators, spans, strict=True)
-        ]
-        reps, method = bootstrap_replicates(shared, data.n_units, n_boot=n_boot, seed=seed)
-        low, high = percentile_interval(reps, level)
         how = f"bootstrap ({method}, {n_boot} resamples of units, reward model held fixed)"
     else:
-        z = NormalDist().inv_cdf(0.5 + level / 2)
-        ses = _delta_ses(S, spans, [e._finish for e in estimators])
-        low = np.array([v - z * s for v, s in zip(values, ses, strict=True)])
-        high = np.array([v + z * s for v, s in zip(values, ses, strict=True)])
         how = "normal (delta method)"
     refit_how = None
     model_based = [j for j, e in enumerate(estimators) if e.needs_model]

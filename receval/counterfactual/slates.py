@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,12 +36,10 @@ from receval.counterfactual._data import _examples, _reward_checks, _to_pandas
 from receval.counterfactual._estimators import (
     ESS_WARN_SHARE,
     OPEResult,
-    _delta_ses,
     _ratio,
-    _Shared,
+    _values_and_intervals,
 )
 from receval.errors import InputError, UsageError, Violation
-from receval.stats.bootstrap import bootstrap_replicates, percentile_interval
 
 __all__ = [
     "SlateFeedback",
@@ -685,24 +682,12 @@ def estimate_slates(
     for j, c in enumerate(cols):
         S[:, j] = c
     del cols
-    total = S.sum(axis=0)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = [
-            float(e._finish(total[:, lo:hi])[0])
-            for e, (lo, hi) in zip(estimators, spans, strict=True)
-        ]
+    values, low, high, method = _values_and_intervals(
+        S, spans, estimators, data.n_slates, interval=interval, level=level, n_boot=n_boot, seed=seed
+    )
     if interval == "bootstrap":
-        shared = [
-            _Shared(S, lo, hi, e._finish) for e, (lo, hi) in zip(estimators, spans, strict=True)
-        ]
-        reps, method = bootstrap_replicates(shared, data.n_slates, n_boot=n_boot, seed=seed)
-        low, high = percentile_interval(reps, level)
         how = f"bootstrap ({method}, {n_boot} resamples of slates)"
     else:
-        z = NormalDist().inv_cdf(0.5 + level / 2)
-        ses = _delta_ses(S, spans, [e._finish for e in estimators])
-        low = np.array([v - z * s for v, s in zip(values, ses, strict=True)])
-        high = np.array([v + z * s for v, s in zip(values, ses, strict=True)])
         how = "normal (delta method over slates)"
     diags = {k: _weight_diagnostics(w, k) for k, w in weights.items()}
     L = data.n_slots
