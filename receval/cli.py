@@ -1,7 +1,8 @@
 """The ``receval`` command line.
 
-Exit codes: 0 success, 2 bad input or usage (message on stderr, no
-traceback), 3 internal error. ``receval gate`` will add 1 for a failed gate.
+Exit codes: 0 success, 1 a launch gate failed (``receval gate``) or a
+report no longer matches its inputs (``receval verify``), 2 bad input, config
+or usage (message on stderr, no traceback), 3 internal error.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from receval._version import __version__
 
 EXIT_OK = 0
+EXIT_FAIL = 1
 EXIT_INPUT = 2
 EXIT_INTERNAL = 3
 
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="receval",
         description="Offline evaluation and responsible-AI audits for recommender systems.",
-        epilog="Exit codes: 0 ok, 2 bad input or usage, 3 internal error.",
+        epilog="Exit codes: 0 ok, 1 gate failed (gate, verify), 2 bad input, config or usage, 3 internal error.",
     )
     parser.add_argument("--version", action="version", version=f"receval {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -105,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--n-boot", type=int, default=1000)
     cp.add_argument("--n-perm", type=int, default=10_000)
     cp.add_argument("--seed", type=int, default=0)
+
+    gt = sub.add_parser(
+        "gate",
+        help="launch gate: compute everything a config declares, decide its gates, write report and model card",
+        description="Run the launch gate of a TOML config (docs/gate-config.md). Writes report.json, report.md, "
+        "report.html, junit.xml and model_card.{md,html,json} to --out. Exit 0 all gates pass, 1 a gate "
+        "failed, 2 invalid config or input (or a gate that cannot be decided), 3 internal error.",
+    )
+    gt.add_argument("--config", required=True, help="the gate config (TOML)")
+    gt.add_argument("--out", required=True, help="directory for the report, JUnit file and model card")
+    gt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    vf = sub.add_parser(
+        "verify",
+        help="re-hash the inputs a report names; exit 1 when they changed",
+        description="Check that report.json still describes its inputs: re-hashes the config and every input "
+        "(paths relative to the config's directory). Exit 0 all match, 1 something changed or is missing.",
+    )
+    vf.add_argument("report", help="a report.json written by receval gate")
+    vf.add_argument("--base", help="directory the report's input paths are relative to (default: next to the "
+                    "report, else the current directory)")
 
     sub.add_parser("metrics", help="list the registered metrics", description="List the registered metrics.")
 
@@ -310,6 +334,54 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_gate(args: argparse.Namespace) -> int:
+    import time
+
+    from receval.errors import ReceValError
+    from receval.gate import load_config, run_gate, write_outputs
+    from receval.gate.runner import error_report
+
+    try:
+        cfg = load_config(args.config)  # a config error stops here, before any data is read
+    except ReceValError as exc:
+        # CI still gets evidence: a report and a JUnit file saying why nothing ran
+        write_outputs(error_report("config", str(exc), args.config if Path(args.config).is_file() else None), args.out)
+        raise
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            # one line per step; on a terminal the elapsed time helps on long steps
+            print(f"receval gate: {msg}" + (f" ({time.monotonic() - start:.1f} s)" if tty else ""), file=sys.stderr)
+
+    try:
+        run = run_gate(cfg, progress=progress)
+    except Exception as exc:  # internal error: still leave an error report behind, then exit 3 via main()
+        write_outputs(error_report("internal", f"{type(exc).__name__}: {exc}", args.config), args.out)
+        raise
+    paths = write_outputs(run.report, args.out)
+    s = run.report["summary"]
+    print(f"verdict: {run.report['verdict'].upper()} ({s['passed']} passed, {s['failed']} failed, "
+          f"{s['errors']} error(s) of {s['gates']} gates)")
+    for g in run.report["gates"]:
+        print(f"  [{g['status'].upper():5s}] {g['id']}: {g['message']}")
+    for e in run.report["errors"]:
+        print(f"  error in {e['where']}: {e['message']}", file=sys.stderr)
+    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
+    return run.exit_code
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from receval.gate import verify_report
+
+    ok, lines = verify_report(args.report, args.base)
+    for line in lines:
+        print(line)
+    print("report matches its inputs" if ok else "report does NOT match its inputs")
+    return EXIT_OK if ok else EXIT_FAIL
+
+
 def _cmd_metrics() -> int:
     from receval.metrics.registry import REGISTRY
 
@@ -339,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_metrics()
         if args.command == "ope":
             return _cmd_ope(args)
+        if args.command == "gate":
+            return _cmd_gate(args)
+        if args.command == "verify":
+            return _cmd_verify(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     except ReceValError as exc:
         print(f"receval: error: {exc}", file=sys.stderr)
