@@ -131,6 +131,8 @@ def _line_of(lines: list[str], path: tuple[Any, ...]) -> int | None:
                 if not rest:
                     return hit + 1
                 break
+    if not rest:
+        return None
     key = str(rest[0])
     pat = re.compile(rf"^\s*(\"{re.escape(key)}\"|{re.escape(key)})\s*[=.]")
     for i in range(start, end):
@@ -267,7 +269,7 @@ def load_config(path: str | Path) -> GateConfig:
     c.known(settings_t, tuple(_SETTINGS), ("settings",))
     settings = dict(_SETTINGS)
     settings["level"] = c.number(settings_t, "level", ("settings",), default=0.95, lo=0.5, hi=0.999)
-    n_boot = c.number(settings_t, "n_boot", ("settings",), default=1000, lo=0, hi=100_000)
+    n_boot = c.number(settings_t, "n_boot", ("settings",), default=1000, lo=1, hi=100_000)
     settings["n_boot"] = int(n_boot)
     seed = c.number(settings_t, "seed", ("settings",), default=0, lo=0)
     settings["seed"] = int(seed)
