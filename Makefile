@@ -23,18 +23,16 @@ demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/receval evaluate --run fixtures/trec/toy.run --labels fixtures/trec/toy.qrels \
 		-m ndcg@10 -m map -m mrr -m precision@1
 	@echo
-	@echo "== two models on the synthetic log (fixtures/synthetic) =="
-	$(DEMO_VENV)/bin/receval evaluate --run fixtures/synthetic/run_prod.parquet \
-		--labels fixtures/synthetic/labels.parquet -m ndcg@10 -m map@100 -m recall@20 -m mrr@10 -m auc
-	$(DEMO_VENV)/bin/receval evaluate --run fixtures/synthetic/run_cand.parquet \
-		--labels fixtures/synthetic/labels.parquet -m ndcg@10 -m map@100 -m recall@20 -m mrr@10 -m auc \
-		-m coverage@10 -m novelty@10 --catalog fixtures/synthetic/catalog.parquet \
-		--by country --attributes fixtures/synthetic/users.parquet
+	@echo "== launch gate, candidate that passes (fixtures/demo/pass.toml): expect exit 0 =="
+	$(DEMO_VENV)/bin/receval gate --config fixtures/demo/pass.toml --out demo-out/pass
 	@echo
-	@echo "== candidate vs production: paired tests, Holm correction, non-inferiority margin 0.01 =="
-	$(DEMO_VENV)/bin/receval compare --run prod=fixtures/synthetic/run_prod.parquet \
-		--run cand=fixtures/synthetic/run_cand.parquet --labels fixtures/synthetic/labels.parquet \
-		-m ndcg@10 -m recall@20 -m mrr@10 --margin 0.01
+	@echo "== launch gate, candidate with a flagged-item bug (fixtures/demo/fail.toml): expect exit 1 =="
+	@$(DEMO_VENV)/bin/receval gate --config fixtures/demo/fail.toml --out demo-out/fail; \
+		code=$$?; echo "receval gate exited $$code"; test $$code -eq 1
+	@echo
+	@echo "Model cards and reports:"
+	@echo "  demo-out/pass/model_card.html  demo-out/pass/report.md  demo-out/pass/junit.xml"
+	@echo "  demo-out/fail/model_card.html  demo-out/fail/report.md  demo-out/fail/junit.xml"
 
 # quick profile: slow statistical simulations are deselected (run `make test-all` for them)
 test: $(TEST_VENV)/.installed
@@ -47,4 +45,4 @@ bench: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python benchmarks/bench_metrics.py
 
 clean:
-	rm -rf $(DEMO_VENV) $(TEST_VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(DEMO_VENV) $(TEST_VENV) demo-out build *.egg-info .pytest_cache .hypothesis
