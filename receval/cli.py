@@ -120,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--out", required=True, help="directory for the report, JUnit file and model card")
     gt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
+    au = sub.add_parser(
+        "audit",
+        help="run the [audits.*] of a config: disparity, exposure, popularity, safety, drift, data quality",
+        description="Run the responsible-AI audits declared in a config file (same format as receval gate; "
+        "[[gates]] are not needed and not decided). Exit 0 when every audit ran, 2 when one could not.",
+    )
+    au.add_argument("--config", required=True, help="TOML config with [inputs] and [audits.*] (docs/gate-config.md)")
+    au.add_argument("--output", default="table", choices=["json", "table"])
+    au.add_argument("--out", metavar="PATH", help="also write the JSON to PATH")
+
     vf = sub.add_parser(
         "verify",
         help="re-hash the inputs a report names; exit 1 when they changed",
@@ -372,6 +382,62 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return run.exit_code
 
 
+def _print_audit_frame(frame) -> None:
+    """Long format: one line per (group, quantity) with value and interval; counts once per group."""
+    import polars as pl
+
+    if not isinstance(frame, pl.DataFrame):
+        frame = pl.from_pandas(frame)
+    cols = frame.columns
+    quantities = [c for c in cols if f"{c}_low" in cols and f"{c}_high" in cols]
+    plain = [c for c in cols if c not in quantities and not c.endswith(("_low", "_high"))]
+    for row in frame.iter_rows(named=True):
+        head = ", ".join(f"{c}={row[c]}" for c in plain)
+        print(f"   {head}")
+        if row.get("suppressed"):
+            continue
+        for q in quantities:
+            v, lo, hi = row[q], row[f"{q}_low"], row[f"{q}_high"]
+            if v is None:
+                continue
+            ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else ""
+            print(f"      {q:28s} {v:12.6g}  {ci}")
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from receval.gate.config import load_config
+    from receval.gate.runner import _audit_dict, _clean, report_json, run_audits
+
+    cfg = load_config(args.config, require_gates=False)
+    if not cfg.audits:
+        from receval.errors import UsageError
+
+        raise UsageError(f"{args.config} declares no [audits.<name>] table (docs/gate-config.md)")
+    audits, errors = run_audits(cfg)
+    doc = _clean({"audits": {k: (None if v is None else _audit_dict(v)) for k, v in audits.items()},
+                  "errors": errors})
+    text = report_json(doc)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    if args.output == "json":
+        print(text, end="")
+    else:
+        for name, res in audits.items():
+            print(f"== {name}")
+            if res is None:
+                print("   (failed, see below)")
+                continue
+            frames = res.items() if isinstance(res, dict) else [("", res)]
+            for sub_name, r in frames:
+                if sub_name:
+                    print(f"-- {sub_name}")
+                _print_audit_frame(r.to_frame())
+            print()
+    for e in errors:
+        print(f"receval: error in {e['where']}: {e['message']}", file=sys.stderr)
+    return EXIT_INPUT if errors else EXIT_OK
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from receval.gate import verify_report
 
@@ -413,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ope(args)
         if args.command == "gate":
             return _cmd_gate(args)
+        if args.command == "audit":
+            return _cmd_audit(args)
         if args.command == "verify":
             return _cmd_verify(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover

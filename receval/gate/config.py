@@ -228,8 +228,12 @@ class _Checker:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path) -> GateConfig:
-    """Read and check a gate configuration; raises :class:`ConfigError` naming the key and line."""
+def load_config(path: str | Path, *, require_gates: bool = True) -> GateConfig:
+    """Read and check a gate configuration; raises :class:`ConfigError` naming the key and line.
+
+    ``require_gates=False`` accepts a file without ``[[gates]]`` (``receval audit``
+    runs only the audits of a config).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -409,7 +413,7 @@ def load_config(path: str | Path) -> GateConfig:
         c.known(params, GATE_TYPES[gtype], key)
         _check_gate(c, gtype, params, key)
         gates.append(GateSpec(gid, gtype, params, desc))
-    if not gates:
+    if not gates and require_gates:
         raise c.fail(("gates",), "declares no gate: a launch gate needs at least one [[gates]] table")
 
     return GateConfig(path=path.resolve(), text=raw, model=dict(model), card=dict(card), settings=settings,

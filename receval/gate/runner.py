@@ -290,6 +290,20 @@ def _audit(name: str, spec: dict[str, Any], inp: _Inputs, st: dict[str, Any]):
     raise SectionError(f"audit {name!r} is not supported")  # pragma: no cover - config rejects it first
 
 
+def run_audits(cfg: GateConfig) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Only the ``[audits.*]`` of a config: name -> audit result (or None when it failed), and the errors."""
+    inp = _Inputs(cfg)
+    out: dict[str, Any] = {}
+    errors: list[dict[str, str]] = []
+    for name, spec in cfg.audits.items():
+        try:
+            out[name] = _audit(name, spec, inp, cfg.settings)
+        except ReceValError as e:
+            out[name] = None
+            errors.append({"where": f"audits.{name}", "message": str(e)})
+    return out, errors
+
+
 def _audit_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _audit_dict(v) for k, v in obj.items()}
