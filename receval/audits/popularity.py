@@ -21,31 +21,32 @@ Formulas and conventions: docs/audits.md, "Popularity bias".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from receval.audits.exposure import (
+from receval.audits._result import (  # noqa: F401  (Estimate, _Stat, _Audit, AuditRow: re-exported from here)
+    ALL_GROUP,
     MISSING_GROUP,
+    AuditRow,
     Estimate,
-    _harmonise,
-    _labels_frame,
+    _Audit,
     _num,
-    _require,
-    _run_frame,
     _Stat,
+    check_interval_args,
+    check_k,
+    group_rows,
+    interval_settings,
 )
+from receval.audits.exposure import _harmonise, _labels_frame, _require, _run_frame
 from receval.errors import InputError, UsageError, Violation
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
 __all__ = ["ALL_GROUP", "AuditRow", "PopularityAudit", "popularity_bias_audit", "POPULARITY_FIELDS"]
-
-#: group name of the overall row
-ALL_GROUP = "(all)"
 
 #: the quantities of a row, in output order
 POPULARITY_FIELDS = (
@@ -65,71 +66,6 @@ POPULARITY_FIELDS = (
 
 
 @dataclass(frozen=True)
-class AuditRow:
-    """One row (overall or a user group). ``values`` is empty when ``suppressed``."""
-
-    group: str
-    n_requests: int
-    suppressed: bool
-    values: dict[str, Estimate | None] = field(default_factory=dict)
-
-    def __getitem__(self, name: str) -> Estimate | None:
-        return self.values.get(name)
-
-    def to_dict(self, fields: Sequence[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {"group": self.group, "n_requests": self.n_requests, "suppressed": self.suppressed}
-        for name in fields:
-            est = self.values.get(name)
-            out[name] = None if est is None else est.to_dict()
-        return out
-
-
-@dataclass(frozen=True)
-class _Audit:
-    overall: AuditRow
-    groups: tuple[AuditRow, ...]
-    settings: dict[str, Any] = field(default_factory=dict)
-    counts: dict[str, Any] = field(default_factory=dict)
-    FIELDS: tuple[str, ...] = ()
-
-    def group(self, name: str) -> AuditRow:
-        for g in self.groups:
-            if g.group == name:
-                return g
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe; holds no request, user or item id."""
-        return {
-            "settings": dict(self.settings),
-            "counts": dict(self.counts),
-            "overall": self.overall.to_dict(self.FIELDS),
-            "groups": [g.to_dict(self.FIELDS) for g in self.groups],
-        }
-
-    def to_frame(self) -> pl.DataFrame:
-        """One row per row (overall first, then user groups): ``<q>``, ``<q>_low``, ``<q>_high``."""
-        import polars as pl
-
-        data: dict[str, list[Any]] = {"group": [], "n_requests": [], "suppressed": []}
-        for name in self.FIELDS:
-            for suffix in ("", "_low", "_high"):
-                data[name + suffix] = []
-        for row in (self.overall, *self.groups):
-            d = row.to_dict(self.FIELDS)
-            for c in ("group", "n_requests", "suppressed"):
-                data[c].append(d[c])
-            for name in self.FIELDS:
-                est = d[name] or {}
-                data[name].append(est.get("value"))
-                data[name + "_low"].append(est.get("low"))
-                data[name + "_high"].append(est.get("high"))
-        schema: dict[str, Any] = {"group": pl.String, "n_requests": pl.Int64, "suppressed": pl.Boolean}
-        schema.update({c: pl.Float64 for c in data if c not in schema})
-        return pl.DataFrame(data, schema=schema)
-
-
-@dataclass(frozen=True)
 class PopularityAudit(_Audit):
     """Result of :func:`popularity_bias_audit`."""
 
@@ -141,14 +77,8 @@ class PopularityAudit(_Audit):
 
 def _check_common(k: Any, min_group_size: Any, n_boot: Any, level: float, user_groups: Any,
                   group_column: Any) -> None:
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise UsageError(f"k must be a positive integer or None, got {k!r}")
-    if isinstance(min_group_size, bool) or not isinstance(min_group_size, int) or min_group_size < 0:
-        raise UsageError(f"min_group_size must be a non-negative integer, got {min_group_size!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise UsageError(f"n_boot must be a non-negative integer (0: no intervals), got {n_boot!r}")
-    if not 0.0 < level < 1.0:
-        raise UsageError(f"level must lie in (0, 1), got {level!r}")
+    check_k(k)
+    check_interval_args(min_group_size, n_boot, level)
     if user_groups is not None and not isinstance(group_column, str):
         raise UsageError("user_groups needs group_column=... (the column of user_groups holding the group)")
     if user_groups is None and group_column is not None:
@@ -254,54 +184,10 @@ def _rows(
     n_boot: int,
     level: float,
     seed: int | None,
-    undefined: Callable[[str, np.ndarray], bool] = lambda name, sums: False,
 ) -> tuple[AuditRow, tuple[AuditRow, ...], str | None]:
-    """Overall row and one row per user group; intervals from one set of request-level replicates.
-
-    A group's statistics read ``mat`` with the other groups' rows zeroed, so every
-    replicate resamples all requests and each group keeps its own resampled requests.
-    """
-    from receval.stats.bootstrap import bootstrap_replicates, percentile_interval
-
-    n_req = mat.shape[0]
-    n_per = np.bincount(codes, minlength=len(names)) if names else np.zeros(0, dtype=np.int64)
-    blocks: list[tuple[str, np.ndarray]] = [(ALL_GROUP, mat)]
-    for j, name in enumerate(names):
-        if n_per[j] >= min_group_size and n_per[j] > 0:
-            blocks.append((name, mat * (codes == j)[:, None]))
-    stats: list[_Stat] = []
-    keys: list[tuple[str, str]] = []
-    for gname, block in blocks:
-        for fname, fin in finishes.items():
-            stats.append(_Stat(block, fin))
-            keys.append((gname, fname))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        point = np.array([float(st.finish(st.stats.sum(axis=0).reshape(1, -1))[0]) for st in stats])
-    low = high = np.full(len(stats), np.nan)
-    method = None
-    if n_boot > 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            reps, method = bootstrap_replicates(stats, n_req, n_boot=n_boot, seed=seed)
-        reps[~np.isfinite(reps)] = np.nan
-        low, high = percentile_interval(reps, level)
-    found: dict[tuple[str, str], Estimate | None] = {}
-    for i, key in enumerate(keys):
-        v = _num(point[i])
-        if v is None:
-            found[key] = Estimate(None)
-        elif n_boot == 0:
-            found[key] = Estimate(v)
-        else:
-            found[key] = Estimate(v, _num(low[i]), _num(high[i]))
-
-    def row(gname: str, n: int) -> AuditRow:
-        suppressed = gname != ALL_GROUP and n < min_group_size
-        vals = {} if suppressed else {f: found[(gname, f)] for f in finishes}
-        return AuditRow(gname, int(n), bool(suppressed), vals)
-
-    overall = row(ALL_GROUP, n_req)
-    groups = tuple(row(name, int(n_per[j])) for j, name in enumerate(names))
-    return overall, groups, method
+    """Overall row and one row per user group (request-level bootstrap): see ``_result.group_rows``."""
+    return group_rows(mat, finishes, codes, names, min_group_size=min_group_size, n_boot=n_boot, level=level,
+                      seed=seed)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -469,11 +355,7 @@ def popularity_bias_audit(
             "tail_quantile": float(tail_quantile),
             "labels": lab is not None,
             "group_column": group_column,
-            "min_group_size": min_group_size,
-            "n_boot": n_boot,
-            "level": level,
-            "seed": seed,
-            "bootstrap_method": method,
+            **interval_settings(min_group_size, n_boot, level, seed, method),
         },
         counts={
             "n_requests": n_req,
