@@ -58,12 +58,33 @@ class _Stat:
 
     ``recentre``: not a smooth function of means (e.g. Gini); its replicates
     are recentred on the estimate by ``bootstrap_replicates``.
+    ``fold``: ``finish`` returns a signed, smooth statistic d of which the
+    absolute value |d| is reported (e.g. PopRSP); the interval of |d| is the
+    image of d's percentile interval under |.| (:func:`fold_interval`).
     """
 
-    def __init__(self, stats: Any, finish: Callable[[np.ndarray], np.ndarray], recentre: bool = False):
+    def __init__(self, stats: Any, finish: Callable[[np.ndarray], np.ndarray], recentre: bool = False,
+                 fold: bool = False):
         self.stats = stats
         self.finish = finish
         self.recentre = recentre
+        self.fold = fold
+
+
+def fold_interval(value: float, low: float, high: float) -> tuple[float, float, float]:
+    """(|d|, low, high) for |d| from a signed estimate d and its interval [low, high].
+
+    Why not the percentile interval of |d*|: near d = 0 the replicates |d*| are
+    pushed away from 0 (every replicate is >= 0, most are > |d|), so that
+    interval can lie entirely above the estimate and never reach parity.
+    {|t| : t in [low, high]} is [0, max(-low, high)] when [low, high] holds 0,
+    else [min, max] of the absolute bounds: it covers |theta| whenever
+    [low, high] covers theta, so it keeps the signed interval's coverage, and it
+    holds |d| whenever [low, high] holds d.
+    """
+    if low <= 0.0 <= high:
+        return abs(value), 0.0, abs(max(-low, high))  # abs: no -0.0
+    return abs(value), min(abs(low), abs(high)), max(abs(low), abs(high))
 
 
 def bootstrap_estimates(
@@ -90,14 +111,20 @@ def bootstrap_estimates(
         reps[~np.isfinite(reps)] = np.nan  # e.g. a ratio over a resample without the group
         low, high = percentile_interval(reps, level)
     out = []
-    for i in range(len(stats)):
+    for i, st in enumerate(stats):
         v = _num(point[i])
+        fold = getattr(st, "fold", False)
         if v is None:
             out.append(Estimate(None))
         elif n_boot == 0:
-            out.append(Estimate(v))
+            out.append(Estimate(abs(v) if fold else v))
         else:
-            out.append(Estimate(v, _num(low[i]), _num(high[i])))
+            lo, hi = _num(low[i]), _num(high[i])
+            if fold and lo is not None and hi is not None:
+                v, lo, hi = fold_interval(v, lo, hi)
+            elif fold:
+                v = abs(v)
+            out.append(Estimate(v, lo, hi))
     return out, method
 
 
@@ -194,13 +221,15 @@ def group_rows(
     n_boot: int,
     level: float,
     seed: int | None,
+    fold: Sequence[str] = (),
     row: Callable[..., Any] | None = None,
 ) -> tuple[Any, tuple[Any, ...], str | None]:
     """Overall row and one row per group; intervals from one set of unit-level replicates.
 
     A group's statistics read ``mat`` with the other groups' rows zeroed, so every
     replicate resamples all units and each group keeps its own resampled units.
-    ``row(name, n, suppressed, values)`` builds a
+    ``fold`` names the quantities whose finish is signed and reported in
+    absolute value (:func:`fold_interval`). ``row(name, n, suppressed, values)`` builds a
     row (default :class:`AuditRow`).
     """
     n_units = mat.shape[0]
@@ -213,7 +242,7 @@ def group_rows(
     keys: list[tuple[str, str]] = []
     for gname, block in blocks:
         for fname, fin in finishes.items():
-            stats.append(_Stat(block, fin))
+            stats.append(_Stat(block, fin, fold=fname in fold))
             keys.append((gname, fname))
     found, method = bootstrap_estimates(stats, n_units, n_boot=n_boot, level=level, seed=seed)
     by_key = dict(zip(keys, found, strict=True))

@@ -184,10 +184,11 @@ def _rows(
     n_boot: int,
     level: float,
     seed: int | None,
+    fold: tuple[str, ...] = (),
 ) -> tuple[AuditRow, tuple[AuditRow, ...], str | None]:
     """Overall row and one row per user group (request-level bootstrap): see ``_result.group_rows``."""
     return group_rows(mat, finishes, codes, names, min_group_size=min_group_size, n_boot=n_boot, level=level,
-                      seed=seed)
+                      seed=seed, fold=fold)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -195,9 +196,16 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
 
 
-def _rsp(p_head: np.ndarray, p_tail: np.ndarray) -> np.ndarray:
-    """std / mean of two rates (population std): |a - b| / (a + b); NaN when both are 0 or undefined."""
-    return _ratio(np.abs(p_head - p_tail), p_head + p_tail)
+def _signed_rsp(p_head: np.ndarray, p_tail: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b): PopRSP / PopREO before the fold, a smooth ratio of means.
+
+    For two rates, std / mean (population std) is |a - b| / (a + b); NaN when
+    both are 0 or undefined.
+
+    Bootstrapped signed and folded afterwards (``_result.fold_interval``), so the
+    interval of PopRSP reaches 0 near parity instead of lying above the estimate.
+    """
+    return _ratio(p_head - p_tail, p_head + p_tail)
 
 
 # --------------------------------------------------------------------------- audit
@@ -335,17 +343,17 @@ def popularity_bias_audit(
         "aclt": lambda s: _ratio(s[:, 2], s[:, 3]),
         "rec_rate_head": rate(4, n_head),
         "rec_rate_tail": rate(5, n_tail),
-        "pop_rsp": lambda s: _rsp(rate(4, n_head)(s), rate(5, n_tail)(s)),
+        "pop_rsp": lambda s: _signed_rsp(rate(4, n_head)(s), rate(5, n_tail)(s)),  # folded in _rows
     }
     if lab is not None:
         finishes.update({
             "rel_rec_rate_head": lambda s: _ratio(s[:, 6], s[:, 8]),
             "rel_rec_rate_tail": lambda s: _ratio(s[:, 7], s[:, 9]),
-            "pop_reo": lambda s: _rsp(_ratio(s[:, 6], s[:, 8]), _ratio(s[:, 7], s[:, 9])),
+            "pop_reo": lambda s: _signed_rsp(_ratio(s[:, 6], s[:, 8]), _ratio(s[:, 7], s[:, 9])),
         })
     codes, names = _user_group_codes(requests, user_groups, group_column)
     overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
-                                    n_boot=n_boot, level=level, seed=seed)
+                                    n_boot=n_boot, level=level, seed=seed, fold=("pop_rsp", "pop_reo"))
     return PopularityAudit(
         overall=overall,
         groups=groups,
