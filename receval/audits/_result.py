@@ -150,6 +150,33 @@ class AuditRow:
         return out
 
 
+@dataclass(frozen=True)
+class UserRow:
+    """One row of a user-level audit: ``n_users`` users of the group, of whom
+    ``n_undefined`` have no value (e.g. no history) and are left out of the
+    values. ``values`` is empty when ``suppressed`` (fewer than
+    ``min_group_size`` users with a value)."""
+
+    group: str
+    n_users: int
+    n_undefined: int
+    suppressed: bool
+    values: dict[str, Estimate | None] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Estimate | None:
+        return self.values.get(name)
+
+    def to_dict(self, fields: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"group": self.group, "n_users": self.n_users, "n_undefined": self.n_undefined,
+                               "suppressed": self.suppressed}
+        for name in fields:
+            out[name] = estimate_dict(self.values.get(name))
+        return out
+
+
+USER_ROW_HEAD = ("group", "n_users", "n_undefined", "suppressed")
+
+
 def find_group(rows: Sequence[Any], name: str) -> Any:
     """The row of group ``name``; KeyError when absent."""
     for g in rows:
@@ -161,7 +188,7 @@ def find_group(rows: Sequence[Any], name: str) -> Any:
 def rows_frame(rows: Sequence[dict[str, Any]], head: Sequence[str], fields: Sequence[str]) -> pl.DataFrame:
     """A polars frame from row dicts: the ``head`` columns, then ``<q>``, ``<q>_low``, ``<q>_high`` per field.
 
-    ``group`` is text, ``suppressed`` boolean, other head columns integers.
+    ``group`` and ``grouping`` are text, ``suppressed`` boolean, other head columns integers.
     """
     import polars as pl
 
@@ -177,8 +204,8 @@ def rows_frame(rows: Sequence[dict[str, Any]], head: Sequence[str], fields: Sequ
             data[name].append(est.get("value"))
             data[name + "_low"].append(est.get("low"))
             data[name + "_high"].append(est.get("high"))
-    schema: dict[str, Any] = {c: pl.String if c == "group" else pl.Boolean if c == "suppressed" else pl.Int64
-                              for c in head}
+    schema: dict[str, Any] = {c: pl.String if c in ("group", "grouping") else pl.Boolean if c == "suppressed"
+                              else pl.Int64 for c in head}
     schema.update({c: pl.Float64 for c in data if c not in schema})
     return pl.DataFrame(data, schema=schema)
 
@@ -250,7 +277,8 @@ def group_rows(
 
     def one(gname: str, n: int) -> Any:
         suppressed = gname != ALL_GROUP and n < min_group_size
-        vals = {} if suppressed else {f: by_key[(gname, f)] for f in finishes}
+        # a group without units has no statistics: undefined values unless suppressed
+        vals = {} if suppressed else {f: by_key.get((gname, f), Estimate(None)) for f in finishes}
         return make(gname, int(n), bool(suppressed), vals)
 
     overall = one(ALL_GROUP, n_units)
