@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -236,6 +236,34 @@ class _Audit:
         """One row per row (overall first, then user groups): ``<q>``, ``<q>_low``, ``<q>_high``."""
         rows = [r.to_dict(self.FIELDS) for r in (self.overall, *self.groups)]
         return rows_frame(rows, ("group", "n_requests", "suppressed"), self.FIELDS)
+
+
+@dataclass(frozen=True)
+class _UserAudit:
+    """An overall row and one row per user group of :class:`UserRow`, over the quantities ``FIELDS``."""
+
+    overall: UserRow
+    groups: tuple[UserRow, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def group(self, name: str) -> UserRow:
+        return find_group(self.groups, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe; holds no request, user or item id."""
+        return {
+            "settings": dict(self.settings),
+            "counts": dict(self.counts),
+            "overall": self.overall.to_dict(self.FIELDS),
+            "groups": [g.to_dict(self.FIELDS) for g in self.groups],
+        }
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per row (overall first, then user groups): counts, ``<q>``, ``<q>_low``, ``<q>_high``."""
+        rows = [r.to_dict(self.FIELDS) for r in (self.overall, *self.groups)]
+        return rows_frame(rows, USER_ROW_HEAD, self.FIELDS)
 
 
 def group_rows(

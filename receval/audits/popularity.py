@@ -397,23 +397,14 @@ def popularity_bias_audit(
     in_hist = np.zeros(frame.height)
     h_head = h_tail = np.zeros(n_req)  # history items per request's user, head / tail
     if history is not None:
-        if "user_id" not in requests.columns:
-            raise InputError("run", [Violation("user_id", "required column is missing", 0, (),
-                                               "history is per user: give the run a user_id column "
-                                               "(one user per request)")])
+        users, uq = _run_users(requests)
+        n_users = users.height
         hist, hinfo = _history_frame(history)
         hist, cj = _harmonise(hist, cat.select("item_id", "__pop", "__tail"), "item_id")
         hist = hist.join(cj, on="item_id", how="left", maintain_order="left")
         if hist["__pop"].null_count():
             raise _unknown(hist.filter(pl.col("__pop").is_null())["item_id"], "history", "catalog")
-        users = requests.select("user_id").unique(maintain_order=True).with_columns(
-            __u=pl.int_range(pl.len(), dtype=pl.Int64))
-        n_users = users.height
-        rq, uj = _harmonise(requests.select("__q", "user_id"), users, "user_id")
-        uq = rq.join(uj, on="user_id", how="left").sort("__q")["__u"].to_numpy()
-        hist, uj = _harmonise(hist, users, "user_id")
-        hinfo["n_history_users_not_in_run"] = int(hist.join(uj, on="user_id", how="anti")["user_id"].n_unique())
-        hist = hist.join(uj, on="user_id", how="inner", maintain_order="left")
+        hist = _history_of_run_users(hist, users, hinfo)
         hu = hist["__u"].to_numpy()
         htail = hist["__tail"].to_numpy().astype(np.float64)
         h_head = np.bincount(hu, weights=1.0 - htail, minlength=n_users)[uq]
@@ -531,6 +522,32 @@ def _check_cuts(cuts: Any) -> tuple[float, float]:
     return float(cuts[0]), float(cuts[1])
 
 
+def _run_users(requests: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """(users of the run: user_id, __u in order of first request; the user code of every request by __q)."""
+    import polars as pl
+
+    if "user_id" not in requests.columns:
+        raise InputError("run", [Violation("user_id", "required column is missing", 0, (),
+                                           "a history is per user: give the run a user_id column (one user per "
+                                           "request; a copy of request_id when every request is another user)")])
+    if requests["user_id"].null_count():
+        rows = requests.filter(pl.col("user_id").is_null())["request_id"]
+        raise InputError("run", [Violation("user_id", "must not be null", rows.len(), (),
+                                           "every request needs its user for a user-level audit")])
+    users = requests.select("user_id").unique(maintain_order=True).with_columns(
+        __u=pl.int_range(pl.len(), dtype=pl.Int64))
+    rq, uj = _harmonise(requests.select("__q", "user_id"), users, "user_id")
+    uq = rq.join(uj, on="user_id", how="left").sort("__q")["__u"].to_numpy()
+    return users, uq
+
+
+def _history_of_run_users(hist: pl.DataFrame, users: pl.DataFrame, hinfo: dict[str, int]) -> pl.DataFrame:
+    """The history rows of the run's users, with their code ``__u``; counts the other users in ``hinfo``."""
+    hist, uj = _harmonise(hist, users, "user_id")
+    hinfo["n_history_users_not_in_run"] = int(hist.join(uj, on="user_id", how="anti")["user_id"].n_unique())
+    return hist.join(uj, on="user_id", how="inner", maintain_order="left")
+
+
 def _history_frame(history: Any, *, weight: str | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
     """Distinct (user_id, item_id) pairs of a history table (``__w``: summed weights when ``weight`` is
     given, else 1), and counts: rows, repeated pairs."""
@@ -585,6 +602,20 @@ def _profile_codes(head_share: np.ndarray, cuts: tuple[float, float]) -> np.ndar
     return np.where(pct < cuts[0], 0, np.where(pct >= cuts[1], 2, 1)).astype(np.int64)
 
 
+def _per_user_codes(uq: np.ndarray, req_codes: np.ndarray, n_users: int, group_column: str | None,
+                    what: str) -> np.ndarray:
+    """Each user's declared group code from its requests' codes; InputError when a user has two."""
+    pairs = np.unique(np.column_stack([uq, req_codes]), axis=0)
+    conflict = np.flatnonzero(np.bincount(pairs[:, 0], minlength=n_users) > 1)
+    if len(conflict):
+        raise InputError("user_groups", [Violation(
+            group_column or "group", f"one group per user ({what} is per user)", len(conflict),
+            hint="the requests of a user fall in different groups; key user_groups by user_id")])
+    ucode = np.zeros(n_users, dtype=np.int64)
+    ucode[pairs[:, 0]] = pairs[:, 1]
+    return ucode
+
+
 def _lift(
     arp_q: np.ndarray,
     uq: np.ndarray,
@@ -630,15 +661,7 @@ def _lift(
     overall, profile, method = group_rows(mat, finishes, prof, list(PROFILE_GROUPS), row=prof_row, **kw)
     declared: tuple[UserRow, ...] = ()
     if names:
-        # one declared group per user
-        pairs = np.unique(np.column_stack([uq, req_codes]), axis=0)
-        conflict = np.flatnonzero(np.bincount(pairs[:, 0], minlength=n_users) > 1)
-        if len(conflict):
-            raise InputError("user_groups", [Violation(
-                group_column or "group", "one group per user (the popularity lift is per user)", len(conflict),
-                hint="the requests of a user fall in different groups; key user_groups by user_id")])
-        ucode = np.zeros(n_users, dtype=np.int64)
-        ucode[pairs[:, 0]] = pairs[:, 1]
+        ucode = _per_user_codes(uq, req_codes, n_users, group_column, "the popularity lift")
         total = np.bincount(ucode, minlength=len(names))
         undef = np.bincount(ucode[~defined], minlength=len(names))
 
