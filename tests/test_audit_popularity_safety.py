@@ -229,8 +229,6 @@ def _random_data(n_req=300, seed=1):
 
 
 def test_intervals_contain_estimates_and_output_has_no_ids():
-    # PopRSP / PopREO are |a - b| / (a + b): near 0 their percentile intervals are
-    # pushed up by the fold (docs/audits.md), so the toy ranker is clearly biased
     run, catalog, ug, labels = _random_data()
     results = [
         popularity_bias_audit(run, catalog, k=3, labels=labels, user_groups=ug, group_column="segment", n_boot=200),
@@ -248,6 +246,84 @@ def test_intervals_contain_estimates_and_output_has_no_ids():
         text = json.dumps(res.to_dict(), allow_nan=False)
         assert "secret_" not in text
         assert res.to_frame().height == 4
+
+
+# ---------------------------------------------------------------- PopRSP / PopREO intervals near parity
+
+
+def _exact_parity(n_req=10_000):
+    # tail_quantile 0.5 of popularity 1..4 is 2.5: tail {c, d}, head {a, b}. k = 1; half the
+    # requests show a head item, half a tail item: both rates are (n/2) / (n * 2), PopRSP = 0.
+    # Every item is relevant to every request: both relevant rates are (n/2) / (2n), PopREO = 0
+    catalog = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "popularity": [4, 3, 2, 1]})
+    top = ["a", "c", "b", "d"]
+    run = pl.DataFrame({"request_id": list(range(n_req)), "item_id": [top[r % 4] for r in range(n_req)],
+                        "score": [1.0] * n_req})
+    labels = pl.DataFrame({"request_id": np.repeat(np.arange(n_req), 4), "item_id": ["a", "b", "c", "d"] * n_req,
+                           "label": 1.0})
+    return run, catalog, labels
+
+
+def test_pop_rsp_interval_reaches_parity():
+    # The percentile interval of |d*| lies above an estimate of 0 (every replicate is >= 0 and,
+    # with many requests, fewer than 2.5% are exactly 0); the folded interval of the signed
+    # d = (a - b) / (a + b) starts at 0.
+    run, catalog, labels = _exact_parity()
+    o = popularity_bias_audit(run, catalog, k=1, tail_quantile=0.5, labels=labels, n_boot=200).overall
+    for name in ("pop_rsp", "pop_reo"):
+        est = o[name]
+        assert est.value == 0.0, name
+        assert est.low == 0.0 and est.high > 0.0, name
+
+
+def test_folded_interval_is_the_image_of_the_signed_interval():
+    from receval.audits._result import group_rows
+    from receval.audits.popularity import _signed_rsp
+
+    rng = np.random.default_rng(4)
+    n = 60
+    mat = np.column_stack([rng.poisson(1.0, n), rng.poisson(1.0, n), np.ones(n)]).astype(float)
+    finishes = {"d": lambda s: _signed_rsp(s[:, 0] / s[:, 2], s[:, 1] / s[:, 2])}
+    codes = np.zeros(n, dtype=np.int64)
+    kw = {"min_group_size": 1, "n_boot": 300, "level": 0.9, "seed": 5}
+    signed = group_rows(mat, finishes, codes, [], **kw)[0]["d"]
+    folded = group_rows(mat, finishes, codes, [], fold=("d",), **kw)[0]["d"]
+    assert folded.value == pytest.approx(abs(signed.value))
+    assert signed.low < 0 < signed.high  # this sample straddles parity
+    assert (folded.low, folded.high) == (0.0, max(-signed.low, signed.high))
+
+
+@pytest.mark.parametrize(("d", "low", "high", "expected"), [
+    (0.1, -0.2, 0.3, (0.1, 0.0, 0.3)),  # interval holds 0: [0, max |bound|]
+    (-0.1, -0.4, 0.3, (0.1, 0.0, 0.4)),
+    (0.5, 0.2, 0.7, (0.5, 0.2, 0.7)),  # all positive: unchanged
+    (-0.5, -0.7, -0.2, (0.5, 0.2, 0.7)),  # all negative: mirrored
+])
+def test_fold_interval_cases(d, low, high, expected):
+    from receval.audits._result import fold_interval
+
+    assert fold_interval(d, low, high) == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_pop_rsp_interval_coverage_near_parity():
+    # Known truth: k = 1, a head item (of 2) with probability p, else a tail item (of 2):
+    # rate_H = p / 2, rate_T = (1 - p) / 2, PopRSP = |2p - 1|. At parity (p = 0.5) the old
+    # percentile interval of |d*| covered 0 in almost no sample; the folded one must cover
+    # the truth about as often as its level says, at and near parity.
+    catalog = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "popularity": [4, 3, 2, 1]})
+    rng = np.random.default_rng(11)
+    n_req, n_sim = 150, 200
+    for p in (0.5, 0.53):
+        truth = abs(2 * p - 1)
+        hits = 0
+        for _ in range(n_sim):
+            head = rng.random(n_req) < p
+            pick = np.where(head, rng.choice(["a", "b"], n_req), rng.choice(["c", "d"], n_req))
+            run = pl.DataFrame({"request_id": np.arange(n_req), "item_id": pick, "score": np.ones(n_req)})
+            est = popularity_bias_audit(run, catalog, k=1, tail_quantile=0.5, n_boot=200, seed=None).overall["pop_rsp"]
+            hits += est.low <= truth <= est.high
+        assert hits / n_sim >= 0.9, (p, hits / n_sim)
 
 
 def test_no_intervals_when_n_boot_zero():

@@ -30,12 +30,25 @@ Formulas and conventions: docs/audits.md, "Exposure fairness".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from receval.audits._result import (
+    MISSING_GROUP,
+    Estimate,
+    _num,  # noqa: F401  (re-exported: other audits import it from here)
+    _Stat,
+    bootstrap_estimates,
+    check_interval_args,
+    check_k,
+    estimate_dict,
+    find_group,
+    interval_settings,
+    rows_frame,
+)
 from receval.errors import InputError, UsageError, Violation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,29 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MISSING_GROUP", "Estimate", "GroupExposure", "ExposureAudit", "exposure_audit"]
 
-#: group name of the catalog items whose group value is null
-MISSING_GROUP = "(missing)"
 BROWSING_MODELS = ("log", "rbp", "cascade")
-
-
-def _num(x: Any) -> float | None:
-    """A JSON-safe float: None for NaN / infinity / None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate with its bootstrap percentile interval (None: undefined / not computed)."""
-
-    value: float | None
-    low: float | None = None
-    high: float | None = None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {"value": self.value, "low": self.low, "high": self.high}
 
 
 #: the per-group quantities, in output order
@@ -106,8 +97,7 @@ class GroupExposure:
             "suppressed": self.suppressed,
         }
         for name in GROUP_FIELDS:
-            est = getattr(self, name)
-            out[name] = None if est is None else est.to_dict()
+            out[name] = estimate_dict(getattr(self, name))
         return out
 
 
@@ -126,10 +116,7 @@ class ExposureAudit:
     counts: dict[str, int] = field(default_factory=dict)
 
     def group(self, name: str) -> GroupExposure:
-        for g in self.groups:
-            if g.group == name:
-                return g
-        raise KeyError(name)
+        return find_group(self.groups, name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,25 +131,8 @@ class ExposureAudit:
 
     def to_frame(self) -> pl.DataFrame:
         """One row per group (polars): counts, then ``<quantity>``, ``<quantity>_low``, ``<quantity>_high``."""
-        import polars as pl
-
-        data: dict[str, list[Any]] = {c: [] for c in ("group", "n_items", "n_items_shown", "n_requests", "suppressed")}
-        for name in GROUP_FIELDS:
-            for suffix in ("", "_low", "_high"):
-                data[name + suffix] = []
-        for g in self.groups:
-            d = g.to_dict()
-            for c in ("group", "n_items", "n_items_shown", "n_requests", "suppressed"):
-                data[c].append(d[c])
-            for name in GROUP_FIELDS:
-                est = d[name] or {}
-                data[name].append(est.get("value"))
-                data[name + "_low"].append(est.get("low"))
-                data[name + "_high"].append(est.get("high"))
-        schema = {"group": pl.String, "n_items": pl.Int64, "n_items_shown": pl.Int64, "n_requests": pl.Int64,
-                  "suppressed": pl.Boolean}
-        schema.update({c: pl.Float64 for c in data if c not in schema})
-        return pl.DataFrame(data, schema=schema)
+        return rows_frame([g.to_dict() for g in self.groups],
+                          ("group", "n_items", "n_items_shown", "n_requests", "suppressed"), GROUP_FIELDS)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -174,8 +144,7 @@ def _check_args(browsing: str, patience: float, k: int | None, target: Any, min_
         raise UsageError(f"unknown browsing model {browsing!r}: use one of {', '.join(map(repr, BROWSING_MODELS))}")
     if not (isinstance(patience, int | float) and 0.0 < float(patience) <= 1.0):
         raise UsageError(f"patience must lie in (0, 1], got {patience!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise UsageError(f"k must be a positive integer or None, got {k!r}")
+    check_k(k)
     if isinstance(target, str):
         if target not in ("equal", "merit"):
             raise UsageError(f"unknown target {target!r}: use 'equal', 'merit' or a mapping group -> share")
@@ -183,12 +152,7 @@ def _check_args(browsing: str, patience: float, k: int | None, target: Any, min_
             raise UsageError("target='merit' needs labels=... (request_id, item_id, label): merit is the relevance share")
     elif not isinstance(target, Mapping):
         raise UsageError(f"target must be 'equal', 'merit' or a mapping group -> share, got {type(target).__name__}")
-    if isinstance(min_group_size, bool) or not isinstance(min_group_size, int) or min_group_size < 0:
-        raise UsageError(f"min_group_size must be a non-negative integer, got {min_group_size!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise UsageError(f"n_boot must be a non-negative integer (0: no intervals), got {n_boot!r}")
-    if not 0.0 < level < 1.0:
-        raise UsageError(f"level must lie in (0, 1), got {level!r}")
+    check_interval_args(min_group_size, n_boot, level)
 
 
 def _require(frame: pl.DataFrame, name: str, columns: Sequence[str], hint: str) -> None:
@@ -325,15 +289,6 @@ def _jsd_bits(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(0.5 * (kp.sum(axis=1) + kq.sum(axis=1)), 0.0, 1.0)
 
 
-class _Stat:
-    """A MetricStats-like object: per-request stats and a finish over column sums."""
-
-    def __init__(self, stats: Any, finish: Callable[[np.ndarray], np.ndarray], recentre: bool = False):
-        self.stats = stats
-        self.finish = finish
-        self.recentre = recentre
-
-
 def exposure_audit(
     run: Any,
     groups: Any,
@@ -380,7 +335,6 @@ def exposure_audit(
     import scipy.sparse as sp
 
     from receval.metrics.beyond import gini_of_rows
-    from receval.stats.bootstrap import bootstrap_replicates, percentile_interval
 
     _check_args(browsing, patience, k, target, min_group_size, n_boot, level, labels)
     frame = _run_frame(run)
@@ -545,25 +499,8 @@ def exposure_audit(
     ee_stats = [_Stat(ee, lambda s, c=c: s[:, c] / _n_req_w(s)) for c in range(3)]
 
     all_stats = [*stats, awrf_stat, gini_stat, *ee_stats]
-    totals: dict[int, np.ndarray] = {}  # column sums, once per stats array
-    for st in all_stats:
-        if id(st.stats) not in totals:
-            totals[id(st.stats)] = np.asarray(st.stats.sum(axis=0), dtype=np.float64).reshape(1, -1)
-    point = np.array([float(st.finish(totals[id(st.stats)])[0]) for st in all_stats])
-    low = high = np.full(len(all_stats), np.nan)
-    method = None
-    if n_boot > 0:
-        reps, method = bootstrap_replicates(all_stats, n_req, n_boot=n_boot, seed=seed)
-        reps[~np.isfinite(reps)] = np.nan  # e.g. a ratio over a resample without the group
-        low, high = percentile_interval(reps, level)
-
-    def est(i: int) -> Estimate:
-        v = _num(point[i])
-        if v is None or n_boot == 0:
-            return Estimate(v)
-        return Estimate(v, _num(low[i]), _num(high[i]))
-
-    found = {key: est(i) for i, key in enumerate(keys)}
+    ests, method = bootstrap_estimates(all_stats, n_req, n_boot=n_boot, level=level, seed=seed)
+    found = dict(zip(keys, ests, strict=False))
     rows = []
     for j, name in enumerate(names):
         suppressed = bool(n_items[j] < min_group_size)
@@ -576,11 +513,11 @@ def exposure_audit(
     base = len(stats)
     return ExposureAudit(
         groups=tuple(rows),
-        awrf=est(base),
-        gini=est(base + 1),
-        ee_l=est(base + 2),
-        ee_d=est(base + 3),
-        ee_r=est(base + 4),
+        awrf=ests[base],
+        gini=ests[base + 1],
+        ee_l=ests[base + 2],
+        ee_d=ests[base + 3],
+        ee_r=ests[base + 4],
         reference_group=None if ref is None else names[ref],
         settings={
             "group_column": group_column,
@@ -590,11 +527,7 @@ def exposure_audit(
             "target": {n: float(t) for n, t in zip(names, declared, strict=True) if t > 0}
             if isinstance(target, Mapping) else target,
             "labels": lab is not None,
-            "min_group_size": min_group_size,
-            "n_boot": n_boot,
-            "level": level,
-            "seed": seed,
-            "bootstrap_method": method,
+            **interval_settings(min_group_size, n_boot, level, seed, method),
         },
         counts={
             "n_requests": n_req,

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from receval.audits._result import interval_settings
 from receval.audits.exposure import _harmonise, _labels_frame, _require
 from receval.audits.popularity import (
     _Audit,
@@ -177,11 +178,7 @@ def safety_audit(
             "labels": lab is not None,
             "negative_label": None if negative_label is None else float(negative_label),
             "group_column": group_column,
-            "min_group_size": min_group_size,
-            "n_boot": n_boot,
-            "level": level,
-            "seed": seed,
-            "bootstrap_method": method,
+            **interval_settings(min_group_size, n_boot, level, seed, method),
         },
         counts={
             "n_requests": n_req,
