@@ -467,3 +467,73 @@ def test_error_report_shape():
     r = error_report("config", "bad key")
     assert r["verdict"] == "error" and r["errors"] == [{"where": "config", "message": "bad key"}]
     assert r["schema"] == "receval.report" and not math.isnan(r["schema_version"])
+
+
+def test_data_quality_gate_fails_on_a_dirty_input(tmp_path):
+    dirty = pl.read_parquet(DEMO / "data" / "run_cand.parquet").with_columns(
+        pl.when(pl.int_range(pl.len()) < 30).then(None).otherwise(pl.col("score")).alias("score"))
+    dirty.write_parquet(tmp_path / "dirty.parquet")
+    extra = """
+[audits.data_quality]
+inputs = ["cand", "dirty", "labels"]
+"""
+    gates = """
+[[gates]]
+id = "clean-cand"
+type = "data_quality"
+input = "cand"
+
+[[gates]]
+id = "clean-dirty"
+type = "data_quality"
+input = "dirty"
+max_missing_rate = 0.0001
+"""
+    p = _cfg(tmp_path, gates, extra=extra)
+    p.write_text(p.read_text().replace("[evaluation]", f'dirty = "{(tmp_path / "dirty.parquet").as_posix()}"\n\n[evaluation]'))
+    run = _run(p)
+    assert _gate(run.report, "clean-cand")["status"] == "pass"
+    g = _gate(run.report, "clean-dirty")
+    assert g["status"] == "fail" and g["value"] == pytest.approx(30 / len(dirty))
+    q = run.report["results"]["audits"]["data_quality"]
+    assert q["labels"]["kind"] == "labels" and q["cand"]["kind"] == "run"
+
+
+def test_popularity_lift_and_miscalibration_gates(tmp_path):
+    extra = """
+[audits.popularity]
+run = "cand"
+catalog = "catalog"
+{hist}
+
+[audits.miscalibration]
+run = "cand"
+history = "history"
+catalog = "catalog"
+"""
+    gates = """
+[[gates]]
+id = "lift"
+type = "popularity"
+quantity = "delta_gap"
+threshold = 0.6
+
+[[gates]]
+id = "miscal"
+type = "miscalibration"
+quantity = "miscalibration"
+threshold = 0.1
+"""
+    hist = f'history = "{(DEMO / "data" / "history.parquet").as_posix()}"'
+    base = BASE.replace('[evaluation]', hist + "\n\n[evaluation]")
+    p = tmp_path / "a.toml"
+    p.write_text(base.format(d=(DEMO / "data").as_posix(), cand="cand") + extra.format(hist='history = "history"') + gates)
+    run = _run(p)
+    lift = run.report["results"]["audits"]["popularity"]["lift"]["overall"]["delta_gap"]["value"]
+    assert _gate(run.report, "lift")["value"] == lift and _gate(run.report, "lift")["status"] == ("pass" if lift <= 0.6 else "fail")
+    m = _gate(run.report, "miscal")
+    assert m["status"] == "fail" and m["value"] > 0.1
+    # without a history the lift is undefined: error, not pass
+    p.write_text(base.format(d=(DEMO / "data").as_posix(), cand="cand") + extra.format(hist="") + gates)
+    g = _gate(_run(p).report, "lift")
+    assert g["status"] == "error" and "history" in g["message"]

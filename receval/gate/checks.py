@@ -279,6 +279,12 @@ def _group_gate(cfg: GateConfig, spec: GateSpec, sections: dict[str, Any], key: 
     elif q == "ee_l" or q == "ee_d" or q == "ee_r":
         rows = [{"group": _ALL, q: audit["expected_exposure"][q], "suppressed": False}]
     else:
+        if q in ("gap_profile", "gap_recommended", "delta_gap"):  # popularity lift over the users' history
+            lift = audit.get("lift")
+            if not lift:
+                raise _GateError(f"{q} needs the popularity audit's history (set history = ... in [audits.popularity])")
+            audit = {"overall": lift.get("overall"), "groups": list(lift.get("profile_groups") or [])
+                     + list(lift.get("groups") or [])}
         rows = _group_rows(audit)
         if not rows or not any(q in r for r in rows):
             raise _GateError(f"quantity {q!r} is not reported by the {key} audit")
@@ -381,7 +387,7 @@ def decide_gates(cfg: GateConfig, sections: dict[str, Any], inputs: Any) -> list
                 g = _ope(cfg, spec, sections)
             elif spec.type == "ope_diagnostics":
                 g = _ope_diagnostics(cfg, spec, sections)
-            elif spec.type in ("exposure", "popularity", "safety"):
+            elif spec.type in ("exposure", "popularity", "safety", "miscalibration"):
                 g = _group_gate(cfg, spec, sections, f"audits.{spec.type}")
             elif spec.type == "drift":
                 g = _drift(cfg, spec, sections)
@@ -444,7 +450,7 @@ def _describe(spec: GateSpec) -> str:
     if t == "fairness":
         lim = f"ratio within {p['ratio']}" if "ratio" in p else f"difference <= {p['max_difference']:g}"
         return f"{p['metric']} by {p['attribute']}: {lim}"
-    if t in ("exposure", "popularity", "safety"):
+    if t in ("exposure", "popularity", "safety", "miscalibration"):
         cond = f"within {p['within']}" if "within" in p else f"{p.get('op', '<=')} {p['threshold']:g}"
         return f"{t} {p['quantity']}{' (' + p['group'] + ')' if p.get('group') else ''} {cond}"
     if t == "drift":

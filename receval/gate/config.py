@@ -37,6 +37,7 @@ GATE_TYPES: dict[str, frozenset[str]] = {
     "exposure": frozenset({"quantity", "group", "bound", "op", "threshold", "within"}),
     "popularity": frozenset({"quantity", "group", "bound", "op", "threshold"}),
     "safety": frozenset({"quantity", "group", "bound", "op", "threshold"}),
+    "miscalibration": frozenset({"quantity", "group", "bound", "op", "threshold"}),
     "drift": frozenset({"column", "max_psi", "max_ks"}),
     "data_quality": frozenset({"input", "max_missing_rate", "max_duplicates", "max_errors"}),
 }
@@ -57,12 +58,15 @@ _CF_KEYS = ("logs", "target", "policy_log", "estimators", "reward_range", "rewar
 _AUDITS: dict[str, tuple[str, ...]] = {
     "exposure": ("run", "groups", "group_column", "target", "browsing", "patience", "k", "labels",
                  "reference_group"),
-    "popularity": ("run", "catalog", "popularity", "tail_quantile", "k", "labels", "user_groups", "group_column"),
+    "popularity": ("run", "catalog", "popularity", "tail_quantile", "k", "labels", "user_groups", "group_column",
+                   "history", "exclude_history"),
+    "miscalibration": ("run", "history", "catalog", "category", "k", "alpha", "position_weight", "user_groups",
+                       "group_column"),
     "safety": ("run", "flags", "flag_column", "k", "labels", "negative_label", "user_groups", "group_column"),
     "drift": ("baseline", "current", "columns", "bins"),
     "disparity": ("run", "labels", "metrics", "attributes", "sensitive", "intersections", "unit", "missing",
                   "tolerance"),
-    "data_quality": ("inputs",),
+    "data_quality": ("inputs", "kinds"),
 }
 
 
@@ -370,19 +374,28 @@ def load_config(path: str | Path, *, require_gates: bool = True) -> GateConfig:
         key = ("audits", name)
         spec = c.table(spec, key)
         c.known(spec, _AUDITS[name], key)
-        for ref in ("run", "groups", "catalog", "flags", "labels", "user_groups", "baseline", "current", "attributes"):
+        for ref in ("run", "groups", "catalog", "flags", "labels", "user_groups", "baseline", "current", "attributes",
+                    "history"):
             if ref in spec:
                 c.input_ref(spec, ref, key, inputs)
         if "inputs" in spec:
             for i, n in enumerate(c.strings(spec, "inputs", key)):
                 if n not in inputs:
                     raise c.fail((*key, "inputs", i), f"names no input: {n!r}")
+        if name == "data_quality" and "kinds" in spec:
+            kinds = c.table(spec["kinds"], (*key, "kinds"))
+            for n, kd in kinds.items():
+                if n not in inputs:
+                    raise c.fail((*key, "kinds", n), f"names no input: {n!r}")
+                if kd not in ("run", "labels", "impressions"):
+                    raise c.fail((*key, "kinds", n), f"must be 'run', 'labels' or 'impressions', got {kd!r}")
         if "k" in spec and not (isinstance(spec["k"], int) and not isinstance(spec["k"], bool) and spec["k"] > 0):
             raise c.fail((*key, "k"), f"must be a positive integer, got {spec['k']!r}")
         audits[name] = dict(spec)
     for name, required in (("exposure", ("run", "groups", "group_column")), ("popularity", ("run", "catalog")),
                            ("safety", ("run", "flags")), ("drift", ("baseline", "current", "columns")),
-                           ("disparity", ("run", "attributes", "sensitive")), ("data_quality", ("inputs",))):
+                           ("disparity", ("run", "attributes", "sensitive")), ("data_quality", ("inputs",)),
+                           ("miscalibration", ("run", "history", "catalog"))):
         if name in audits:
             for r in required:
                 if r not in audits[name]:
@@ -457,6 +470,7 @@ def _check_gate(c: _Checker, gtype: str, p: dict[str, Any], key: tuple[Any, ...]
         "exposure": ("quantity",),
         "popularity": ("quantity",),
         "safety": ("quantity",),
+        "miscalibration": ("quantity",),
         "drift": ("column",),
         "data_quality": (),
     }[gtype]
@@ -469,7 +483,7 @@ def _check_gate(c: _Checker, gtype: str, p: dict[str, Any], key: tuple[Any, ...]
         p["ratio"] = [0.8, 1.25]  # the Aequitas convention
     if gtype == "exposure" and "threshold" not in p and "within" not in p:
         raise c.fail(key, "an 'exposure' gate needs 'threshold' (with 'op') or 'within'")
-    if gtype in ("popularity", "safety") and "threshold" not in p:
+    if gtype in ("popularity", "safety", "miscalibration") and "threshold" not in p:
         raise c.fail(key, f"a {gtype!r} gate needs the key 'threshold'")
     if gtype == "drift" and "max_psi" not in p and "max_ks" not in p:
         raise c.fail(key, "a 'drift' gate needs 'max_psi' or 'max_ks'")

@@ -257,9 +257,16 @@ def _audit(name: str, spec: dict[str, Any], inp: _Inputs, st: dict[str, Any]):
     if name == "popularity":
         from receval.audits.popularity import popularity_bias_audit
 
-        kw = {k: spec[k] for k in ("k", "popularity", "tail_quantile", "group_column") if k in spec}
-        return popularity_bias_audit(f("run"), f("catalog"), labels=f("labels"), user_groups=f("user_groups"), **kw,
-                                     **common)
+        kw = {k: spec[k] for k in ("k", "popularity", "tail_quantile", "group_column", "exclude_history")
+              if k in spec}
+        return popularity_bias_audit(f("run"), f("catalog"), labels=f("labels"), user_groups=f("user_groups"),
+                                     history=f("history"), **kw, **common)
+    if name == "miscalibration":
+        from receval.audits.miscalibration import miscalibration_audit
+
+        kw = {k: spec[k] for k in ("k", "category", "alpha", "position_weight", "group_column") if k in spec}
+        return miscalibration_audit(f("run"), f("history"), f("catalog"), user_groups=f("user_groups"), **kw,
+                                    **common)
     if name == "safety":
         from receval.audits.safety import safety_audit
 
@@ -282,11 +289,17 @@ def _audit(name: str, spec: dict[str, Any], inp: _Inputs, st: dict[str, Any]):
         return disparity_audit(f("run"), f("labels"), metrics, attributes=f("attributes"),
                                sensitive=spec["sensitive"], **kw, **common)
     if name == "data_quality":
-        try:
-            from receval.audits.quality import data_quality
-        except ImportError:
-            raise SectionError("audit 'data_quality' is not supported by this receval version") from None
-        return {n: data_quality(inp.frame(n)) for n in spec["inputs"]}
+        from receval.audits.quality import data_quality
+
+        kinds = _input_kinds(inp.cfg)
+        kinds.update(spec.get("kinds", {}))
+        out = {}
+        for n in spec["inputs"]:
+            spec_n = inp.spec(n)
+            if not spec_n.path.exists():
+                raise SectionError(f"input {n!r}: file not found: {spec_n.rel_path}")
+            out[n] = data_quality(inp.frame(n), kind=kinds.get(n, "run"), name=n)
+        return out
     raise SectionError(f"audit {name!r} is not supported")  # pragma: no cover - config rejects it first
 
 
@@ -302,6 +315,16 @@ def run_audits(cfg: GateConfig) -> tuple[dict[str, Any], list[dict[str, str]]]:
             out[name] = None
             errors.append({"where": f"audits.{name}", "message": str(e)})
     return out, errors
+
+
+def _input_kinds(cfg: GateConfig) -> dict[str, str]:
+    """Frame kind of each input from the role the config gives it (labels, logged impressions, else a run)."""
+    kinds: dict[str, str] = {}
+    if cfg.evaluation and cfg.evaluation.get("labels"):
+        kinds[cfg.evaluation["labels"]] = "labels"
+    if cfg.counterfactual:
+        kinds[cfg.counterfactual["logs"]] = "impressions"
+    return kinds
 
 
 def _audit_dict(obj: Any) -> Any:
