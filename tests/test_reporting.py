@@ -518,6 +518,8 @@ def test_hostile_strings_are_escaped_in_markdown(report):
         assert all(len(re.findall(r"(?<!\\)\|", ln)) == 13 for ln in rows)
     assert md_escape("# not a heading\n- not a list *x*") == "\\# not a heading\n\\- not a list \\*x\\*"
     assert md_escape("a<b>&c") == "a&lt;b&gt;&amp;c"
+    assert md_escape("$x$ snake_case _em_ 1. 0.95") == "\\$x\\$ snake_case \\_em\\_ 1. 0.95"
+    assert md_escape("1. first") == "1\\. first"
 
 
 def test_html_is_self_contained(card_html, report):
@@ -586,6 +588,8 @@ def test_model_card_toolkit_export_validates(report, artefacts):
     assert float(row["value"]) == ndcg["mean"]
     assert float(row["confidence_interval"]["lower_bound"]) == ndcg["ci_low"]
     assert not any("suppressed" in m["slice"] or m["slice"].endswith("country=DE") for m in pm)
+    limitations = [x["description"] for x in mct["considerations"]["limitations"]]
+    assert any(x.startswith("Gate ope_ips_ctr failed") for x in limitations)
     graphics = mct["quantitative_analysis"]["graphics"]["collection"]
     assert len(graphics) >= 6
     import base64

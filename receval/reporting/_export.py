@@ -115,13 +115,17 @@ def to_model_card_toolkit(report: Mapping[str, Any], *, graphics: bool = True) -
     details["references"] = [{"reference": as_str(r)} for r in as_list(m.get("references")) if as_str(r)]
     details["citations"] = [{"citation": as_str(m.get("citation"))}] if as_str(m.get("citation")) else []
 
-    sensitive = sorted({f["attribute"] for f in factors(report)})
+    # MCT has no "factors" field: the audited attributes go into the documentation text
+    fs = factors(report)
+    doc = [as_str(card.get("factors"))] if as_str(card.get("factors")) else []
+    if fs:
+        doc.append("Results are broken down by: " + "; ".join(f"{f['attribute']} ({f['where']})" for f in fs) + ".")
+    if doc:
+        details["documentation"] = "\n\n".join(doc)
     data = []
     for i in sorted(as_dicts(get(report, "provenance", "inputs")), key=lambda d: as_str(d.get("name"))):
         ds: dict[str, Any] = {"name": as_str(i.get("name")) or as_str(i.get("path"))}
         ds["description"] = f"{as_str(i.get('path'))} (sha256 {as_str(i.get('sha256')) or 'n/a'}, {as_str(i.get('bytes')) or '?'} bytes)"
-        if sensitive:
-            ds["sensitive"] = {"sensitive_data": sensitive}
         data.append(ds)
     params: dict[str, Any] = {"data": data}
     if as_str(m.get("type")):
@@ -144,13 +148,13 @@ def to_model_card_toolkit(report: Mapping[str, Any], *, graphics: bool = True) -
     if as_str(card.get("ethical_considerations")):
         risks.append({"name": as_str(card.get("ethical_considerations")),
                       "mitigation_strategy": as_str(card.get("caveats_and_recommendations")) or "not provided"})
-    for f in findings(report):
-        risks.append({"name": f, "mitigation_strategy": "see the receval governance report"})
     considerations = {
         "users": [],  # the report schema has no intended-users field yet
         "use_cases": descs(as_str(card.get("intended_use")), *(
             [f"Out of scope: {as_str(card.get('out_of_scope_use'))}"] if as_str(card.get("out_of_scope_use")) else [])),
-        "limitations": descs(as_str(card.get("limitations")), as_str(card.get("caveats_and_recommendations"))),
+        # the automatic findings (failed gates, estimator warnings, suppressed groups) are limitations of this release
+        "limitations": descs(as_str(card.get("limitations")), as_str(card.get("caveats_and_recommendations")),
+                             *findings(report)),
         "tradeoffs": descs(*[
             f"{as_str(r.get('candidate'))} vs {as_str(r.get('baseline'))} on {as_str(r.get('metric'))}: difference "
             f"{_num_str(num(r.get('diff')))}" for r in comparison_rows(report) if num(r.get("diff")) is not None

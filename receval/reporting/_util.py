@@ -174,7 +174,7 @@ def suppressed_text(min_group_size: Any = None) -> str:
     return f"suppressed (n < {m})" if m is not None else "suppressed (n < min_group_size)"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~$])")  # "$": GitHub renders $...$ as math
 # '_' only opens or closes emphasis next to a non-alphanumeric: leave snake_case alone
 _MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 # block markers that only act at the start of a line: headings, list items, setext underlines
