@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import receval
 from receval.reporting import (
@@ -237,14 +239,15 @@ def report() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def card_html(report: dict[str, Any]) -> str:
-    return render_card_html(hostile(report))
+def artefacts(report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """write_all of the hostile report (figures render once here: the slow part of this module)."""
+    out = tmp_path_factory.mktemp("gate-out")
+    return out, write_all(hostile(report), out)
 
 
 @pytest.fixture(scope="module")
-def artefacts(report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    out = tmp_path_factory.mktemp("gate-out")
-    return out, write_all(report, out)
+def card_html(artefacts: tuple[Path, list[Path]]) -> str:
+    return (artefacts[0] / "model_card.html").read_text(encoding="utf-8")
 
 
 # minimal hand-written reports
@@ -293,7 +296,7 @@ def test_every_renderer_is_deterministic(report, artefacts):
         assert first[name] == second[name], name
     # with figures (the slow part): a fresh render equals what write_all wrote earlier
     out, _ = artefacts
-    assert render_card_html(copy.deepcopy(report)) == (out / "model_card.html").read_text(encoding="utf-8")
+    assert render_card_html(hostile(report)) == (out / "model_card.html").read_text(encoding="utf-8")
     # PNG (for the Model Card Toolkit export) is reproducible too
     rel = {"results": {"evaluation": {"cand": {"reliability": report["results"]["evaluation"]["cand"]["reliability"]}}}}
     png = F.png_figures(rel)
@@ -492,6 +495,41 @@ def test_garbage_types_never_crash(render):
     assert "Verdict: ERROR" in render_report_md(GARBAGE)
 
 
+_KEYS = st.sampled_from(["group", "value", "low", "high", "mean", "ci_low", "ci_high", "n", "suppressed", "metric",
+                         "k", "count", "name", "diagnostics", "estimates", "groups", "exposure_share", "overall"])
+_SCALARS = (st.none() | st.booleans() | st.integers(-(10**400), 10**400) | st.floats() | st.text(max_size=6))
+_JSON = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=3) | st.dictionaries(_KEYS | st.text(max_size=4), c, max_size=4),
+                     max_leaves=15)
+
+
+@given(_JSON, _JSON, _JSON)
+def test_random_report_parts_never_crash(a, b, c):
+    rep = {"verdict": "pass", "gates": [a] if isinstance(a, dict) else a, "model": a, "card": b, "settings": a,
+           "provenance": c, "results": {"evaluation": {"r": b}, "counterfactual": c,
+                                        "audits": {"exposure": c, "disparity": b, "popularity": c, "drift": b}}}
+    for render in (render_report_md, render_report_html, render_junit, render_card_md, render_hf_model_index,
+                   lambda r: render_card_html(r, figures=False)):
+        assert isinstance(render(rep), str)
+    json.dumps(card_json(rep), allow_nan=False)
+    json.dumps(to_model_card_toolkit(rep, graphics=False), allow_nan=False)
+
+
+_NUM = st.none() | st.floats() | st.integers(-(10**30), 10**30)
+
+
+@settings(max_examples=5)  # figures are the slow part
+@given(st.lists(st.tuples(_NUM, _NUM, _NUM, _NUM), min_size=1, max_size=3), st.text(max_size=4))
+def test_figures_never_crash_on_extreme_numbers(rows, name):
+    ev = {"r": {"curves": {name: [{"k": k, "mean": m, "ci_low": lo, "ci_high": hi} for k, m, lo, hi in rows]},
+                "reliability": [{"count": 1, "mean_predicted": k, "observed_rate": m, "ci_low": lo, "ci_high": hi}
+                                for k, m, lo, hi in rows],
+                "counterfactual": None}}
+    for svg in (F.metric_curves_svg(ev), F.reliability_svg(ev),
+                F.ope_svg({"estimates": [{"name": name, "value": m, "ci_low": lo, "ci_high": hi,
+                                          "diagnostics": {"weight_q50": k, "max_weight": hi}} for k, m, lo, hi in rows]})):
+        assert svg is None or svg.startswith("<svg")
+
+
 # =========================================================================== escaping
 
 
@@ -589,7 +627,7 @@ def test_model_card_toolkit_export_validates(report, artefacts):
     assert float(row["confidence_interval"]["lower_bound"]) == ndcg["ci_low"]
     assert not any("suppressed" in m["slice"] or m["slice"].endswith("country=DE") for m in pm)
     limitations = [x["description"] for x in mct["considerations"]["limitations"]]
-    assert any(x.startswith("Gate ope_ips_ctr failed") for x in limitations)
+    assert any(x.startswith("Gate <b>ope_ips_ctr</b> failed") for x in limitations)  # hostile id, unescaped in JSON
     graphics = mct["quantitative_analysis"]["graphics"]["collection"]
     assert len(graphics) >= 6
     import base64
@@ -634,10 +672,11 @@ def test_write_all(artefacts, report):
         assert raw and b"\r" not in raw and raw.endswith(b"\n")
         raw.decode("utf-8")
     assert json.loads((out / "model_card.json").read_text())["verdict"] == report["verdict"]
+    assert json.loads((out / "model_card.json").read_text())["model"]["name"] == HOSTILE
     links = re.findall(r"\]\((figures/[^)]+\.svg)\)", (out / "model_card.md").read_text())
     assert links and all((out / link).is_file() for link in links)
     assert sorted(links) == sorted(n for n in names if n.startswith("figures/"))
-    assert (out / "report.md").read_text() == render_report_md(report)
+    assert (out / "report.md").read_text() == render_report_md(hostile(report))
 
 
 def test_import_reporting_loads_no_heavy_library():

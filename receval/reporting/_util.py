@@ -46,7 +46,10 @@ def num(x: Any) -> float | None:
     """A finite number, else None (booleans are not numbers here)."""
     if isinstance(x, bool) or not isinstance(x, int | float):
         return None
-    x = float(x)
+    try:
+        x = float(x)
+    except OverflowError:  # an int beyond the float range
+        return None
     return x if math.isfinite(x) else None
 
 

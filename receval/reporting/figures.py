@@ -20,6 +20,7 @@ import contextvars
 import io
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,9 +64,27 @@ MAX_PANELS = 9
 MAX_BARS = 60
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+_PLOT_MAX = 1e100
+
+
+def _n(x: Any) -> float | None:
+    """A plottable number: finite and small enough that axis arithmetic cannot overflow
+    (tables still show the value; only the drawing leaves it out)."""
+    v = num(x)
+    return v if v is not None and abs(v) <= _PLOT_MAX else None
+
+
+def _e(x: Any) -> tuple[float | None, float | None, float | None]:
+    value, low, high = estimate(x)
+    return _n(value), _n(low), _n(high)
+
+
 def _t(text: Any, limit: int = 40) -> str:
     """User text for matplotlib: '$' would start mathtext (and can raise), so escape it; cap the length."""
-    s = " ".join(as_str(text).split())
+    s = " ".join(_CONTROL.sub(" ", as_str(text)).split())
     if len(s) > limit:
         s = s[: limit - 1] + "…"
     return s.replace("$", r"\$")
@@ -80,7 +99,10 @@ def _render(draw: Callable[[Any], None], width: float, height: float, name: str)
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC), warnings.catch_warnings():
+        # group names in scripts DejaVu lacks (CJK, emoji) only lose their glyphs in the PNG export;
+        # the SVG keeps them as text that the browser draws with its own fonts
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
         fig = Figure(figsize=(width, height), layout="constrained")
         draw(fig)
         if _OUTPUT.get() == "png":
@@ -138,11 +160,11 @@ def metric_curves_svg(evaluation: Any) -> str | None:
         for family, rows in sorted(as_dict(get(body, "curves")).items()):
             pts = []
             for r in as_dicts(rows):
-                k, mean = num(r.get("k")), num(r.get("mean"))
+                k, mean = _n(r.get("k")), _n(r.get("mean"))
                 if k is not None and mean is not None:
-                    pts.append((k, mean, num(r.get("ci_low")), num(r.get("ci_high"))))
+                    pts.append((k, mean, _n(r.get("ci_low")), _n(r.get("ci_high"))))
             if pts:
-                series.setdefault(family, {})[run] = sorted(pts)
+                series.setdefault(family, {})[run] = sorted(pts, key=lambda p: p[0])
     if not series:
         return None
     families = sorted(series)[:MAX_PANELS]
@@ -176,11 +198,11 @@ def reliability_svg(evaluation: Any) -> str | None:
     for run, body in sorted(as_dict(evaluation).items()):
         pts = []
         for r in as_dicts(get(body, "reliability")):
-            x, y = num(r.get("mean_predicted")), num(r.get("observed_rate"))
+            x, y = _n(r.get("mean_predicted")), _n(r.get("observed_rate"))
             if x is not None and y is not None and (as_int(r.get("count")) or 0) > 0:
-                pts.append((x, y, num(r.get("ci_low")), num(r.get("ci_high"))))
+                pts.append((x, y, _n(r.get("ci_low")), _n(r.get("ci_high"))))
         if pts:
-            runs.append((run, sorted(pts)))
+            runs.append((run, sorted(pts, key=lambda p: p[0])))
     if not runs:
         return None
 
@@ -213,7 +235,7 @@ def group_bars_svg(rows: Any, *, title: str = "", value_label: str = "", name: s
     """
     pts = []
     for r in as_dicts(rows):
-        value, low, high = estimate(r)
+        value, low, high = _e(r)
         if value is None or is_suppressed(r):
             continue
         pts.append((as_str(r.get("group")), value, low, high))
@@ -267,11 +289,11 @@ def slice_bars_svg(run: Any, *, min_group_size: Any = None, name: str = "slices"
     keys = slice_keys(rows)
     by_metric: dict[str, list[tuple[str, float, float | None, float | None]]] = {}
     for r in rows:
-        value = num(r.get("mean"))
+        value = _n(r.get("mean"))
         if value is None or slice_hidden(r, min_group_size):
             continue
         by_metric.setdefault(as_str(r.get("metric")), []).append(
-            (slice_label(r, keys), value, num(r.get("ci_low")), num(r.get("ci_high")))
+            (slice_label(r, keys), value, _n(r.get("ci_low")), _n(r.get("ci_high")))
         )
     if not by_metric:
         return None
@@ -309,10 +331,10 @@ def exposure_svg(exposure: Any) -> str | None:
     for g in as_dicts(get(exposure, "groups")):
         if is_suppressed(g):
             continue
-        share, low, high = estimate(g.get("exposure_share"))
+        share, low, high = _e(g.get("exposure_share"))
         if share is None:
             continue
-        pts.append((as_str(g.get("group")), share, low, high, estimate(g.get("target_share"))[0]))
+        pts.append((as_str(g.get("group")), share, low, high, _e(g.get("target_share"))[0]))
     if not pts:
         return None
     pts = pts[:MAX_BARS]
@@ -347,13 +369,13 @@ def ope_svg(counterfactual: Any) -> str | None:
     """
     est = []
     for e in as_dicts(get(counterfactual, "estimates")):
-        value = num(e.get("value"))
+        value = _n(e.get("value"))
         if value is not None:
-            est.append((as_str(e.get("name")) or "?", value, num(e.get("ci_low")), num(e.get("ci_high")), as_dict(e.get("diagnostics"))))
+            est.append((as_str(e.get("name")) or "?", value, _n(e.get("ci_low")), _n(e.get("ci_high")), as_dict(e.get("diagnostics"))))
     if not est:
         return None
     quant_keys = (("weight_q50", "q50"), ("weight_q90", "q90"), ("weight_q99", "q99"), ("max_weight", "max"))
-    weights = [(e[0], [num(e[4].get(k)) for k, _ in quant_keys]) for e in est]
+    weights = [(e[0], [_n(e[4].get(k)) for k, _ in quant_keys]) for e in est]
     weights = [(n, q) for n, q in weights if any(v is not None and v > 0 for v in q)]
 
     def draw(fig: Any) -> None:
@@ -393,7 +415,7 @@ def report_figures(report: Any) -> dict[str, tuple[str, str]]:
     results = as_dict(get(report, "results"))
     evaluation = as_dict(results.get("evaluation"))
     settings = as_dict(get(report, "settings"))
-    level = num(settings.get("level"))
+    level = _n(settings.get("level"))
     band = f"{level * 100:.0f}% intervals" if level is not None else "intervals"
     out: dict[str, tuple[str, str]] = {}
 
@@ -448,7 +470,7 @@ def disparity_rows(disparity: Any) -> tuple[str, list[dict[str, Any]]] | None:
     for quantity in _estimate_fields(groups):
         rows = []
         for g in groups:
-            v, lo, hi = estimate(g if quantity == "mean" else g.get(quantity))
+            v, lo, hi = _e(g if quantity == "mean" else g.get(quantity))
             rows.append({"group": g.get("group", g.get("name")), "value": v, "low": lo, "high": hi,
                          "suppressed": is_suppressed(g)})
         if any(r["value"] is not None for r in rows):
