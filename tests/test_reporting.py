@@ -560,6 +560,33 @@ def test_hostile_strings_are_escaped_in_markdown(report):
     assert md_escape("1. first") == "1\\. first"
 
 
+def test_markdown_renders_back_to_the_same_text(artefacts):
+    """A CommonMark + tables parser (raw HTML allowed, as GitHub's is) turns the hostile Markdown into
+    text only: no element from user strings, every table row as wide as its header, the original text back."""
+    markdown_it = pytest.importorskip("markdown_it")
+    import html as html_lib
+
+    parser = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table")
+    out, _ = artefacts
+    expected = {
+        "report.md": [HOSTILE, "<script>alert('m')</script> | pipes | & amp", "<b>cand_ndcg10</b>"],
+        "model_card.md": [HOSTILE, "<img src=x onerror=alert('intended_use')> | ** # intended_use", HOSTILE_COUNTRY,
+                          'A & B "quoted" <o> <<mailto:x@y>>', HOSTILE_PROVIDER],
+    }
+    for name, strings in expected.items():
+        rendered = parser.render((out / name).read_text(encoding="utf-8"))
+        tags = set(re.findall(r"<([a-z0-9]+)", rendered))
+        assert tags <= {"h1", "h2", "h3", "h4", "p", "br", "strong", "em", "ul", "li", "blockquote", "table", "thead",
+                        "tbody", "tr", "th", "td", "img"}, (name, tags)
+        assert all('src="figures/' in img for img in re.findall(r"<img [^>]*>", rendered))  # our figure links only
+        for tbl in re.findall(r"<table>(.*?)</table>", rendered, re.S):
+            widths = {len(re.findall(r"<t[dh][ >]", row)) for row in re.findall(r"<tr>(.*?)</tr>", tbl, re.S)}
+            assert len(widths) == 1, (name, widths)
+        text = html_lib.unescape(re.sub(r"<[^>]+>", "", rendered))
+        for string in strings:
+            assert string in text, (name, string)
+
+
 def test_html_is_self_contained(card_html, report):
     for html in (card_html, render_report_html(report)):
         assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)

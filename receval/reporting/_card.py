@@ -637,11 +637,12 @@ def _preamble(report: Mapping[str, Any]) -> list[Any]:
 
 
 def render_card_md(report: Mapping[str, Any], *, figures_dir: str | None = None) -> str:
-    """The model card as Markdown.
+    """The model card as Markdown (same sections and numbers as the HTML card).
 
-    Figures are not embedded in Markdown; with ``figures_dir`` (a relative
-    path, as :func:`write_all` uses) each figure is linked as
-    ``{figures_dir}/{name}.svg``, otherwise a note points to the HTML card.
+    Markdown cannot embed the figures: with ``figures_dir`` (a relative path,
+    as :func:`write_all` uses) each figure is rendered and linked as
+    ``{figures_dir}/{name}.svg`` (the caller writes the files); without it the
+    Markdown card has no figures and renders fast.
     """
     report = as_dict(report)
     return to_markdown(_title(report), card_sections(report, figures=figures_dir is not None),
