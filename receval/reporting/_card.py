@@ -418,7 +418,7 @@ def _by_group_blocks(report: Mapping[str, Any], figs: Figs) -> list[Any]:
                     line.append(f"{fmt(r['mean'])} {fmt_interval(r['ci_low'], r['ci_high'])}")
             out.append(line)
         sub = [table(["group", "n"] + metrics, out, numeric=[False, True] + [True] * len(metrics),
-                     caption=f"mean {lvl} interval per group".replace("  ", " "))]
+                     caption=f"cells: mean [{lvl} interval]" if lvl else "cells: mean [interval]")]
         sub += _fig(figs, F.slice_figure_name(runs.index(run), run))
         blocks.append(Section(f"Run {run}", sub))
     disparity = get(_audits(report), "disparity")

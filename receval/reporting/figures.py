@@ -265,11 +265,16 @@ SLICE_VALUE_KEYS = frozenset({"metric", "mean", "ci_low", "ci_high", "n", "suppr
 
 
 def slice_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """The slicing columns of ``slices`` rows (everything but the metric fields), in first-seen order."""
+    """The slicing columns of ``slices`` rows (everything but the metric fields), in first-seen order.
+
+    A field holding a float in any row is a statistic, not a slice value: it is
+    left out, so no number can leak into the label of a suppressed group.
+    """
     keys: list[str] = []
+    floats = {k for r in rows for k, v in r.items() if isinstance(v, float)}
     for r in rows:
         for k in r:
-            if k not in SLICE_VALUE_KEYS and k not in keys:
+            if k not in SLICE_VALUE_KEYS and k not in floats and k not in keys:
                 keys.append(k)
     return keys
 
