@@ -134,7 +134,8 @@ def _distribution(rows: pl.DataFrame, unit: str, cats: pl.DataFrame, frame_name:
     long = rows.join(cj, on="item_id", how="left", maintain_order="left")
     if long["__c"].null_count():
         raise _unknown(long.filter(pl.col("__c").is_null())["item_id"], frame_name, "catalog")
-    return (long.group_by(unit, "__c").agg(mass=(pl.col("__w") * pl.col("__pc")).sum())
+    # sorted: group_by's output order varies between runs, and float sums must not (byte-identical reports)
+    return (long.group_by(unit, "__c").agg(mass=(pl.col("__w") * pl.col("__pc")).sum()).sort(unit, "__c")
             .with_columns(mass=pl.col("mass") / pl.col("mass").sum().over(unit)))
 
 
@@ -226,7 +227,7 @@ def miscalibration_audit(
         pl.Series(defined[uq]))
     terms = (req.join(p_long.rename({"mass": "p"}), on="__u", how="inner")
              .join(q_long.rename({"mass": "q"}), on=["__q", "__c"], how="left")
-             .with_columns(pl.col("q").fill_null(0.0)))
+             .with_columns(pl.col("q").fill_null(0.0)).sort("__q", "__c"))  # a fixed summation order
     p = terms["p"].to_numpy()
     qt = (1.0 - alpha) * terms["q"].to_numpy() + alpha * p
     ckl_q = np.bincount(terms["__q"].to_numpy(), weights=p * np.log(p / qt), minlength=n_req)

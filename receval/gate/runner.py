@@ -188,7 +188,7 @@ def _comparison(cfg: GateConfig, inp: _Inputs, st: dict[str, Any], metrics: list
                and not g.params.get("relative")}
     return receval.compare(
         {ev["baseline"]: inp.frame(ev["baseline"]), ev["candidate"]: inp.frame(ev["candidate"])},
-        labels, metrics, baseline=ev["baseline"], correction="none", alpha=st["alpha"],
+        labels, metrics, baseline=ev["baseline"], correction=st["correction"], alpha=st["alpha"],
         margin=margins or None, catalog=catalog, level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
     )
 
