@@ -374,8 +374,7 @@ def _check_key(table: pl.DataFrame, key: str, name: str) -> None:
     nulls = table[key].null_count()
     if nulls:
         violations.append(Violation(key, "must not be null", nulls))
-    dup = table[key].drop_nulls().is_duplicated()
-    if dup.any():
+    if table[key].n_unique() != table.height and (dup := table[key].drop_nulls().is_duplicated()).any():
         ex = table.filter(pl.col(key).is_duplicated())[key].unique(maintain_order=True).head(3).to_list()
         violations.append(Violation(key, f"one row per {key}", int(dup.sum()), tuple(repr(v) for v in ex),
                                     f"{name} gives each {key} one row"))
@@ -387,8 +386,18 @@ def _lookup(keys: pl.Series, table: pl.DataFrame, key: str, columns: list[str]) 
     """The rows of ``table`` for each value of ``keys`` (nulls where absent), in ``keys`` order."""
     import polars as pl
 
-    left = pl.DataFrame({key: keys})
     right = table.select(key, *columns)
+    if keys.dtype.is_integer() and right.schema[key].is_integer() and not keys.null_count() and len(keys) and len(right):
+        # dense integer ids: a position table instead of a hash join (10x faster at 1M rows)
+        k, tk = keys.to_numpy(), right[key].to_numpy()
+        low, high = min(int(k.min()), int(tk.min())), max(int(k.max()), int(tk.max()))
+        if high - low < 4 * (len(k) + len(tk)) + (1 << 16):
+            pos = np.full(high - low + 1, len(right), dtype=np.int64)  # absent -> the null row appended below
+            pos[tk - low] = np.arange(len(right))
+            values = right.select(columns)
+            padded = pl.concat([values, values.clear(1)])  # clear(1): one all-null row
+            return padded[pos[k - low]]
+    left = pl.DataFrame({key: keys})
     if left.schema[key] != right.schema[key]:
         left = left.with_columns(pl.col(key).cast(pl.String))
         right = right.with_columns(pl.col(key).cast(pl.String))
@@ -510,8 +519,16 @@ def _canonical_codes(ids: pl.Series) -> tuple[np.ndarray, pl.Series]:
     Integer ids are ordered by value; text ids by a seeded 64-bit hash (sorting a
     million strings costs seconds), checked to be collision-free.
     """
+    import polars as pl
     if ids.dtype.is_integer():
         keys = ids.to_numpy()
+        low = int(keys.min()) if len(keys) else 0
+        if len(keys) and int(keys.max()) - low < 4 * len(keys) + (1 << 16):  # dense ids: a table, no sort
+            present = np.zeros(int(keys.max()) - low + 1, dtype=bool)
+            present[keys - low] = True
+            code_of = np.cumsum(present, dtype=np.int64) - 1
+            values = np.flatnonzero(present) + low
+            return code_of[keys - low], pl.Series(ids.name, values, dtype=ids.dtype)
     else:
         keys = ids.hash(seed=_HASH_SEED).to_numpy()
         if len(np.unique(keys)) != ids.n_unique():  # a hash collision: order by the text itself
@@ -896,37 +913,51 @@ def _recentre(reps: np.ndarray, estimate: np.ndarray) -> None:
 # --------------------------------------------------------------------------- assembling results
 
 
-def _metric_frame_values(part: _Partition, cell_tot_value: np.ndarray,
-                         cell_tot_count: np.ndarray) -> tuple[np.ndarray, float]:
-    """Group values and the overall value from fairlearn's MetricFrame.
+def _metric_frame_values(part: _Partition, specs: list[_Spec], cell_tot: np.ndarray
+                         ) -> dict[str, tuple[np.ndarray, float]]:
+    """Per metric, the group values and the overall value from fairlearn's MetricFrame.
 
     MetricFrame receives the per-unit rows grouped into cells (units sharing
-    every sensitive value), each cell one row with its mean as ``y_true`` and its
-    number of units as ``sample_weight``: the weighted mean over a group's cells
+    every sensitive value): one row per cell, weighted by its number of units
+    with a value (``sample_weight``), so a group's weighted mean over its cells
     is the mean over its units, with thousands of times fewer rows to group.
+    One frame serves every metric: ``y_true`` is the cell's row number and each
+    metric function reads its own cell means and weights.
     """
     import pandas as pd
     from fairlearn.metrics import MetricFrame
 
-    keep = cell_tot_count > 0
-    values = np.full(len(part.names), np.nan)
-    if not keep.any():
-        return values, math.nan
-    g = part.cell_group[keep]
-    features = pd.DataFrame({c: [part.names[gi][j] for gi in g] for j, c in enumerate(part.columns)})
-    mean = cell_tot_value[keep] / cell_tot_count[keep]
-    frame = MetricFrame(metrics=_weighted_mean, y_true=mean, y_pred=np.zeros(len(mean)),
-                        sensitive_features=features, sample_params={"sample_weight": cell_tot_count[keep]})
+    n_cells = len(part.cell_group)
+    functions, params, means = {}, {}, {}
+    for spec in specs:
+        count = cell_tot[:, spec.cols[1]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[spec.metric] = np.where(count > 0, cell_tot[:, spec.cols[0]] / count, 0.0)
+        functions[spec.metric] = _cell_mean(means[spec.metric])
+        params[spec.metric] = {"sample_weight": count}
+    features = pd.DataFrame({c: [part.names[g][j] for g in part.cell_group] for j, c in enumerate(part.columns)})
+    frame = MetricFrame(metrics=functions, y_true=np.arange(n_cells), y_pred=np.zeros(n_cells),
+                        sensitive_features=features, sample_params=params)
     index = {name: i for i, name in enumerate(part.names)}
-    for k, v in frame.by_group.items():
-        g = index.get(k if isinstance(k, tuple) else (k,))
-        if g is not None:  # by_group also lists empty combinations of several features (NaN)
-            values[g] = float(v)
-    return values, float(frame.overall)
+    out = {}
+    for spec in specs:
+        values = np.full(len(part.names), np.nan)
+        for k, v in frame.by_group[spec.metric].items():
+            g = index.get(k if isinstance(k, tuple) else (k,))
+            if g is not None:  # by_group also lists empty combinations of several features (NaN)
+                values[g] = float(v)
+        out[spec.metric] = (values, float(frame.overall[spec.metric]))
+    return out
 
 
-def _weighted_mean(y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray) -> float:
-    return float(np.average(y_true, weights=sample_weight))
+def _cell_mean(mean: np.ndarray) -> Callable[..., float]:
+    def metric(cells: Any, _: Any, sample_weight: np.ndarray) -> float:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        total = w.sum()
+        # a group whose units have no value for this metric has no value
+        return float(np.dot(mean[np.asarray(cells)], w) / total) if total > 0 else math.nan
+
+    return metric
 
 
 def _check_reference(reference: Any, parts: list[_Partition]) -> None:
@@ -1238,11 +1269,8 @@ def disparity_audit(
     _check_reference(reference, parts)
     st = _engine(x, cells, parts, specs, n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size)
     # the reported group values come from fairlearn's MetricFrame (see _metric_frame_values)
-    engine_values = [
-        {s.metric: _metric_frame_values(part, st.cell_tot[:, s.cols[0]], st.cell_tot[:, s.cols[1]]) for s in specs}
-        if len(part.names) <= METRIC_FRAME_MAX_GROUPS else {}
-        for part in parts
-    ]
+    engine_values = [_metric_frame_values(part, specs, st.cell_tot) if len(part.names) <= METRIC_FRAME_MAX_GROUPS
+                     else {} for part in parts]
     overall_est, attrs = _assemble(parts, specs, st, engine_values=engine_values, reference=reference, tolerance=tol,
                                    difference_tolerance=difference_tolerance, level=level, n_boot=n_boot,
                                    min_group_size=min_group_size)
