@@ -314,7 +314,7 @@ def _check_args(sensitive: Any, intersections: Any, unit: Any, missing: Any, tol
             unknown = [c for c in combo if c not in sensitive]
             if unknown:
                 raise UsageError(f"intersection {tuple(combo)} names {unknown}, which are not in sensitive={sensitive}")
-            if tuple(combo) in crossed:
+            if any(set(combo) == set(c) for c in crossed):
                 raise UsageError(f"intersection {tuple(combo)} is given twice")
             crossed.append(tuple(combo))
     else:
@@ -520,6 +520,7 @@ def _canonical_codes(ids: pl.Series) -> tuple[np.ndarray, pl.Series]:
     million strings costs seconds), checked to be collision-free.
     """
     import polars as pl
+
     if ids.dtype.is_integer():
         keys = ids.to_numpy()
         low = int(keys.min()) if len(keys) else 0
@@ -632,7 +633,7 @@ class _Cells:
 
 def _groups(attrs: pl.DataFrame, sensitive: list[str], crossed: list[tuple[str, ...]], missing: str,
             ids: pl.Series, unit: str, sources: Mapping[str, str]) -> tuple[_Cells, list[_Partition]]:
-
+    """Check the attribute values; sort units into cells; one partition per attribute and intersection."""
     n = attrs.height
     violations = []
     for c in sensitive:
