@@ -595,6 +595,8 @@ def test_judged_requests_without_a_user():
     # u4 now has RR 1/2 and 0 (request 9 scored 0): 0.25
     assert mapped["segment", "mrr"].group("B").value.value == pytest.approx((1.0 + 0.25) / 2)
     assert mapped.counts["requests_user_from_users_table"] == 1
+    with pytest.raises(InputError, match="must agree with the run's user_id"):
+        toy(labels=labels, users=pl.DataFrame({"request_id": [1, 9], "user_id": ["u2", "u4"]}))
 
 
 def test_attributes_keyed_by_request_and_run_columns():
@@ -641,6 +643,20 @@ def test_calibration_per_group_equals_evaluate_restricted_to_the_group(unit):
     json.dumps(res.to_dict(), allow_nan=False)
 
 
+def test_calibration_intersections_equal_evaluate_restricted():
+    res = calibration_audit(RUN, LABELS, attributes=ATTRS, sensitive=["country", "age_band"], intersections=True,
+                            metrics=["ece(bins=8)"], n_boot=0, min_group_size=1)
+    md = res[("country", "age_band"), "ece(bins=8)"]
+    owners = RUN.select("request_id", "user_id").unique().join(ATTRS, on="user_id", how="left")
+    for g in md.groups:
+        country, age = g.values
+        members = owners.filter(pl.col("country").fill_null(MISSING_GROUP) == country,
+                                pl.col("age_band").fill_null(MISSING_GROUP) == age)["request_id"]
+        expected = _restricted(RUN, LABELS, members, ["ece(bins=8)"])["ece(bins=8)"].mean
+        assert g.value.value == pytest.approx(expected, abs=1e-12), g.group
+        assert g.ratio.value == pytest.approx(expected / res.overall["ece(bins=8)"].value, abs=1e-12)
+
+
 def test_calibration_errors():
     with pytest.raises(UsageError, match="disparity_audit"):
         calibration_audit(RUN, LABELS, attributes=ATTRS, sensitive=["country"], metrics=["ndcg@10"])
@@ -676,3 +692,13 @@ def test_interval_coverage_of_a_group_mean():
         hits += a.low <= 0.8 <= a.high
     assert 0.88 <= hits / trials <= 0.99, hits / trials
 
+
+
+def test_importing_the_audit_loads_neither_fairlearn_nor_pandas():
+    import subprocess
+    import sys
+
+    probe = ("import sys, receval.audits.disparity; "
+             "print(','.join(m for m in ('fairlearn', 'pandas', 'polars', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
