@@ -339,6 +339,11 @@ def test_thousands_of_levels():
 # --------------------------------------------------------------------------- properties
 
 
+# each example runs two audits: a quarter of the profile's examples (15 in "ci",
+# 250 in "thorough")
+PROPERTY_EXAMPLES = max(15, settings.default.max_examples // 4)
+
+
 @st.composite
 def labelled(draw):
     n_users = draw(st.integers(4, 25))
@@ -354,7 +359,7 @@ def _toy_data(n_users, seed, groups):
     return run, labels, attrs
 
 
-@settings(max_examples=15)
+@settings(max_examples=PROPERTY_EXAMPLES)
 @given(labelled())
 def test_swapping_group_labels_swaps_results(case):
     n_users, seed, groups = case
@@ -391,7 +396,7 @@ def test_swapping_group_labels_swaps_results(case):
     assert json.dumps(untouched[0]) == json.dumps(untouched[1])
 
 
-@settings(max_examples=15)
+@settings(max_examples=PROPERTY_EXAMPLES)
 @given(labelled(), st.integers(0, 2**16))
 def test_permuting_rows_leaves_results_unchanged(case, perm_seed):
     n_users, seed, groups = case
