@@ -76,6 +76,7 @@ _KEYS = ("request_id", "user_id", "item_id", "score", "label", "prediction", "po
 _CHUNK_BYTES = 1 << 21  # float weights converted at once (b x chunk): stays in cache
 _FEW_SEGMENTS = 16  # a chunk spanning at most this many cells: one BLAS product per cell
 _CELL_BUFFER = 1 << 23  # replicate x cell x statistic sums held at once (8 bytes each)
+_PERCENTILE_COLUMNS = 2048  # replicate columns sorted at once
 _HASH_SEED = 0x5EED
 
 
@@ -1047,14 +1048,18 @@ def _assemble(parts: list[_Partition], specs: list[_Spec], st: _Stats, *,
                     ref_rep = np.full(len(cols), np.nan)
                 rl, rh = _percentiles(ref_rep[:, None], level)
                 ref_lo, ref_hi = rl[0], rh[0]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    d_rep = cols - ref_rep[:, None]
-                    r_rep = np.where(ref_rep[:, None] != 0, cols / ref_rep[:, None], np.nan)
-                for q, arr in (("value", cols), ("difference", d_rep), ("ratio", r_rep)):
-                    arr = np.where(np.isfinite(arr), arr, np.nan)
-                    lo, hi = _percentiles(arr, level)
-                    lows[q][sel[i]] = lo
-                    highs[q][sel[i]] = hi
+                ref_col = ref_rep[:, None]
+                # a few thousand groups at a time: the temporaries stay small
+                for c0 in range(0, cols.shape[1], _PERCENTILE_COLUMNS):
+                    block = cols[:, c0 : c0 + _PERCENTILE_COLUMNS]
+                    where = sel[i][c0 : c0 + _PERCENTILE_COLUMNS]
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        derived = (("value", block), ("difference", block - ref_col),
+                                   ("ratio", np.where(ref_col != 0, block / ref_col, np.nan)))
+                    for q, arr in derived:
+                        lo, hi = _percentiles(np.where(np.isfinite(arr), arr, np.nan), level)
+                        lows[q][where] = lo
+                        highs[q][where] = hi
             groups = []
             for g in range(len(part.names)):
                 n_g = int(pt.n[g])
