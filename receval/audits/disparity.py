@@ -76,6 +76,7 @@ _KEYS = ("request_id", "user_id", "item_id", "score", "label", "prediction", "po
 _CHUNK_BYTES = 1 << 21  # float weights converted at once (b x chunk): stays in cache
 _FEW_SEGMENTS = 16  # a chunk spanning at most this many cells: one BLAS product per cell
 _CELL_BUFFER = 1 << 23  # replicate x cell x statistic sums held at once (8 bytes each)
+_MIN_CELL_UNITS = 12  # mean units per cell below which replicates are summed per attribute
 _PERCENTILE_COLUMNS = 2048  # replicate columns sorted at once
 _HASH_SEED = 0x5EED
 
@@ -746,7 +747,7 @@ def _plan(cells: _Cells, rows: int) -> list[tuple[int, int, int, np.ndarray]]:
 
 
 def _cell_sums(w: np.ndarray, x: Any, plan: list, n_cells: int) -> np.ndarray:
-    """(b, n_cells, s): per replicate and cell, sum over the cell's units of w[r, u] * x[u, :].
+    """(n_cells, s, b): per cell, statistic and replicate, the sum over the cell's units of w[r, u] * x[u, :].
 
     Units are sorted by cell, so each chunk covers a contiguous run of cells:
     few large cells get one BLAS product each, many small ones segment sums.
@@ -755,7 +756,7 @@ def _cell_sums(w: np.ndarray, x: Any, plan: list, n_cells: int) -> np.ndarray:
 
     b = w.shape[0]
     s = x.shape[1]
-    out = np.zeros((b, n_cells, s))
+    out = np.zeros((n_cells, s, b))
     sparse = sp.issparse(x)
     for c0, c1, first, bounds in plan:
         wf = w[:, c0:c1].astype(np.float64)
@@ -764,13 +765,69 @@ def _cell_sums(w: np.ndarray, x: Any, plan: list, n_cells: int) -> np.ndarray:
         if k <= _FEW_SEGMENTS:
             for i in range(k):
                 a, e = bounds[i], bounds[i + 1]
-                out[:, first + i, :] += wf[:, a:e] @ xc[a:e]
+                out[first + i] += (wf[:, a:e] @ xc[a:e]).T
         else:
             xt = np.ascontiguousarray(xc.T)
             tmp = np.empty_like(wf)
             for j in range(s):
                 np.multiply(wf, xt[j], out=tmp)
-                out[:, first : first + k, j] += np.add.reduceat(tmp, bounds[:-1], axis=1)
+                out[first : first + k, j, :] += np.add.reduceat(tmp, bounds[:-1], axis=1).T
+    return out
+
+
+@dataclass
+class _Sweep:
+    """One sweep of a replicate's weights: units (positions in cell order; None: all, in
+    order) sorted into segments, and the sparse map segments -> output rows."""
+
+    positions: np.ndarray | None
+    segments: _Cells
+    to_rows: Any  # scipy.sparse (n_rows, n_segments)
+    x: Any  # the statistics of the pass's units, in segment order
+
+
+def _sweeps(xs: Any, cells: _Cells, parts: list[_Partition], sel: list[np.ndarray], offsets: np.ndarray) -> list[_Sweep]:
+    """How replicates are summed. Output row 0 is the overall sum, row 1 + j the j-th selected group.
+
+    With cells of a dozen units or more (the usual case) one sweep sums every
+    cell and a sparse matrix adds cells into every group of every partition.
+    When a high-cardinality attribute makes cells tiny (as many cells as
+    groups), each partition with reported groups gets its own sweep over the
+    units of those groups, sorted by group, plus one sweep for the overall sum.
+    """
+    import scipy.sparse as sp
+
+    n, n_cells = cells.n, cells.n_cells
+    n_rows = 1 + int(offsets[-1])
+    if n_cells * _MIN_CELL_UNITS <= n:
+        rows, cols = [np.zeros(n_cells, dtype=np.int64)], [np.arange(n_cells)]
+        for i, p in enumerate(parts):
+            row_of_group = np.full(len(p.names), -1, dtype=np.int64)
+            row_of_group[sel[i]] = 1 + offsets[i] + np.arange(len(sel[i]))
+            r = row_of_group[p.cell_group]
+            keep = r >= 0
+            rows.append(r[keep])
+            cols.append(np.flatnonzero(keep))
+        rows_, cols_ = np.concatenate(rows), np.concatenate(cols)
+        to_rows = sp.csr_matrix((np.ones(len(rows_)), (rows_, cols_)), shape=(n_rows, n_cells))
+        return [_Sweep(None, cells, to_rows, xs)]
+    whole = _Cells(np.arange(n), np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64), n)
+    out = [_Sweep(None, whole, sp.csr_matrix(np.eye(n_rows, 1)), xs)]
+    unit_cell = cells.cell  # cell of each unit, units in cell order
+    for i, p in enumerate(parts):
+        if not len(sel[i]):
+            continue
+        local = np.full(len(p.names), -1, dtype=np.int64)
+        local[sel[i]] = np.arange(len(sel[i]))
+        seg = local[p.cell_group[unit_cell]]
+        positions = np.flatnonzero(seg >= 0)
+        order = positions[np.argsort(seg[positions], kind="stable")]
+        seg_sorted = seg[order]
+        starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
+        segments = _Cells(order, seg_sorted, starts, len(order))
+        to_rows = sp.csr_matrix((np.ones(len(sel[i])), (1 + offsets[i] + np.arange(len(sel[i])), np.arange(len(sel[i])))),
+                                shape=(n_rows, len(sel[i])))
+        out.append(_Sweep(order, segments, to_rows, xs[order]))
     return out
 
 
@@ -837,10 +894,9 @@ def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], 
     cell_tot = cell_tot.toarray() if sp.issparse(cell_tot) else np.asarray(cell_tot)
     overall_tot = cell_tot.sum(axis=0, keepdims=True)
     points: list[dict[str, _Point]] = []
-    amats, group_tot = [], []
+    group_tot = []
     for p in parts:
         amat = sp.csr_matrix((np.ones(n_cells), (p.cell_group, np.arange(n_cells))), shape=(len(p.names), n_cells))
-        amats.append(amat)
         gtot = amat @ cell_tot
         group_tot.append(gtot)
         per = {}
@@ -862,32 +918,34 @@ def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], 
     method = None
     if n_boot > 0 and n > 0:
         method = _check(n_boot, level, "auto", n)
-        a_sel = sp.vstack([amats[i][sel[i]] for i in range(len(parts))]).tocsr() if offsets[-1] else None
         g_sel = int(offsets[-1])
         s_dim = xs.shape[1]
         for spec in specs:
             reps[spec.metric] = np.full((n_boot, g_sel), np.nan)
             reps_all[spec.metric] = np.full(n_boot, np.nan)
+        sweeps = _sweeps(xs, cells, parts, sel, offsets)
+        widest = max(sw.segments.n_cells for sw in sweeps)
+        plans: dict[tuple[int, int], list] = {}
         row = 0
-        plan = None
         for w in replicate_weights(n, n_boot=n_boot, seed=seed, method=method):
-            sub = max(1, min(len(w), _CELL_BUFFER // max(n_cells * s_dim, 1)))
+            sub = max(1, min(len(w), _CELL_BUFFER // max(widest * s_dim, 1)))
             for r0 in range(0, len(w), sub):
                 ws = w[r0 : r0 + sub]
-                if plan is None or plan[1] != len(ws):
-                    plan = (_plan(cells, len(ws)), len(ws))
                 bs = len(ws)
-                csum = _cell_sums(ws, xs, plan[0], n_cells)
-                tot = csum.sum(axis=1)
-                gsum = None
-                if a_sel is not None:
-                    gsum = (a_sel @ csum.transpose(1, 0, 2).reshape(n_cells, bs * s_dim)).reshape(g_sel, bs, s_dim)
+                totals = np.zeros((1 + g_sel, s_dim * bs))
+                for k, sw in enumerate(sweeps):
+                    if (k, bs) not in plans:
+                        plans[k, bs] = _plan(sw.segments, bs)
+                    wk = ws if sw.positions is None else ws[:, sw.positions]
+                    seg = _cell_sums(wk, sw.x, plans[k, bs], sw.segments.n_cells)
+                    totals += sw.to_rows @ seg.reshape(sw.segments.n_cells, s_dim * bs)
+                totals = totals.reshape(1 + g_sel, s_dim, bs)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     for spec in specs:
-                        reps_all[spec.metric][row : row + bs] = spec.finish(tot[:, spec.cols])
-                        if gsum is not None:
-                            flat = gsum[:, :, spec.cols].reshape(g_sel * bs, len(spec.cols))
-                            reps[spec.metric][row : row + bs] = spec.finish(flat).reshape(g_sel, bs).T
+                        part_ = totals[:, spec.cols, :].transpose(0, 2, 1).reshape((1 + g_sel) * bs, len(spec.cols))
+                        vals = spec.finish(part_).reshape(1 + g_sel, bs)
+                        reps_all[spec.metric][row : row + bs] = vals[0]
+                        reps[spec.metric][row : row + bs] = vals[1:].T
                 row += bs
         for spec in specs:
             for arr in (reps[spec.metric], reps_all[spec.metric]):
