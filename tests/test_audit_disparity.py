@@ -439,11 +439,15 @@ def test_bootstrap_is_seeded_and_intervals_contain_the_estimates():
     assert o.low < o.value < o.high
 
 
-@pytest.mark.parametrize("min_cell_units", [1, 10**9])  # one sweep over cells / one sweep per attribute
-def test_intervals_equal_a_brute_force_bootstrap(monkeypatch, min_cell_units):
-    """Replicates re-weight units (documented order: cells by first appearance in
-    unit order -- integer user ids ascending --, units in that order within a cell)
-    and recompute every group mean."""
+# coarse attributes (summed in one sweep over cells) vs attributes with a sweep each:
+# all coarse / country alone (4 levels with "(missing)": 10 users per cell; age_band
+# also has 4 and comes second) / none
+@pytest.mark.parametrize(("min_cell_units", "coarse"), [(1, ["country", "age_band"]), (8, ["country"]), (10**9, [])])
+def test_intervals_equal_a_brute_force_bootstrap(monkeypatch, min_cell_units, coarse):
+    """Replicates re-weight units in the documented order -- by coarse cell (values of
+    the coarse attributes), then cell, each numbered by first appearance in unit
+    order (integer user ids ascending), then unit order -- and recompute every
+    group mean."""
     import receval.audits.disparity as mod
     from receval.stats.bootstrap import replicate_weights
 
@@ -451,19 +455,22 @@ def test_intervals_equal_a_brute_force_bootstrap(monkeypatch, min_cell_units):
 
     run, labels, attrs = make_data(40, seed=5, int_ids=True)
     res = disparity_audit(run, labels, ["mrr"], attributes=attrs, sensitive=["country", "age_band"],
-                          intersections=False, n_boot=40, min_group_size=1, seed=11)
+                          n_boot=40, min_group_size=1, seed=11)
     rows = per_user_rows(run, labels, ["mrr"], attrs, ["country", "age_band"])  # sorted by user id
     cell = rows["country"] + "|" + rows["age_band"]
+    coarse_cell = rows[coarse].astype(str).agg("|".join, axis=1) if coarse else cell.map(lambda _: "")
     first = {c: i for i, c in reversed(list(enumerate(cell)))}
-    order = sorted(range(len(rows)), key=lambda i: (first[cell[i]], i))
+    first_coarse = {c: i for i, c in reversed(list(enumerate(coarse_cell)))}
+    order = sorted(range(len(rows)), key=lambda i: (first_coarse[coarse_cell[i]], first[cell[i]], i))
     rows = rows.iloc[order].reset_index(drop=True)
     w = np.vstack(list(replicate_weights(len(rows), n_boot=40, seed=11, method="multinomial"))).astype(float)
     y = rows["mrr"].to_numpy()
     overall = (w @ y) / w.sum(axis=1)
-    for col in ("country", "age_band"):
-        md = res[col, "mrr"]
+    checked = 0
+    for cols in (["country"], ["age_band"], ["country", "age_band"]):
+        md = res[tuple(cols), "mrr"]
         for g in md.groups:
-            member = (rows[col] == g.group).to_numpy()
+            member = np.all([(rows[c] == v).to_numpy() for c, v in zip(cols, g.values, strict=True)], axis=0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 reps = (w[:, member] @ y[member]) / w[:, member].sum(axis=1)
             for q, r in (("value", reps), ("difference", reps - overall), ("ratio", reps / overall)):
@@ -472,6 +479,8 @@ def test_intervals_equal_a_brute_force_bootstrap(monkeypatch, min_cell_units):
                 est = getattr(g, q)
                 if g.n > 1:
                     assert (est.low, est.high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+                    checked += 1
+    assert checked > 30
 
 
 @pytest.mark.parametrize("cells_per_unit", [0.001, 0.3, 1.0])

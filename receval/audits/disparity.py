@@ -627,6 +627,8 @@ class _Cells:
     cell: np.ndarray  # (n,) cell of each unit, in sorted order
     starts: np.ndarray  # (n_cells,) first sorted position of each cell
     n: int
+    coarse: np.ndarray | None = None  # (n_cells,) coarse cell of each cell (non-decreasing)
+    coarse_columns: tuple[str, ...] = ()
 
     @property
     def n_cells(self) -> int:
@@ -662,24 +664,32 @@ def _groups(attrs: pl.DataFrame, sensitive: list[str], crossed: list[tuple[str, 
         nulls_of[c] = s.is_null().to_numpy()
         codes[c], names[c] = _value_codes(s.fill_null(MISSING_GROUP))
 
-    # cells: units sharing every sensitive value, numbered by first appearance in
-    # unit order so that renaming values (swapping group labels) leaves the cells,
-    # their order and hence every unit's bootstrap weight unchanged
-    key = np.zeros(n, dtype=np.int64)
+    # cells: units sharing every sensitive value. *Coarse* cells share the values of
+    # the low-cardinality attributes only (added by increasing number of levels
+    # while cells keep >= _MIN_CELL_UNITS units on average); replicates sum them in
+    # one sweep, other attributes get a sweep each (see _sweeps)
+    coarse: list[str] = []
+    ckey = np.zeros(n, dtype=np.int64)
+    for c in sorted(sensitive, key=lambda c: len(names[c])):
+        trial = _dense(ckey * len(names[c]) + codes[c])
+        if n and (int(trial.max()) + 1) * _MIN_CELL_UNITS <= n:
+            coarse.append(c)
+            ckey = trial
+    key = ckey
     for c in sensitive:
-        key = _dense(key * len(names[c]) + codes[c])
-    n_cells = int(key.max()) + 1 if n else 0
-    first = np.full(n_cells, n, dtype=np.int64)
-    np.minimum.at(first, key, np.arange(n, dtype=np.int64))
-    rank = np.empty(n_cells, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(n_cells)
-    cell_of_unit = rank[key]
+        if c not in coarse:
+            key = _dense(key * len(names[c]) + codes[c])
+    # numbered by first appearance in unit order (coarse cells first), so that
+    # renaming values (swapping group labels) leaves the cells, their order and
+    # hence every unit's bootstrap weight unchanged
+    coarse_of_unit = _first_appearance(ckey)
+    cell_of_unit = _dense(coarse_of_unit * max(n, 1) + _first_appearance(key))
     order = np.argsort(cell_of_unit, kind="stable")
     cell_sorted = cell_of_unit[order]
     starts = np.flatnonzero(np.r_[True, cell_sorted[1:] != cell_sorted[:-1]]) if n else np.zeros(0, dtype=np.int64)
     first_unit = order[starts]
     cell_size = np.diff(np.r_[starts, n])
-    cells = _Cells(order, cell_sorted, starts, n)
+    cells = _Cells(order, cell_sorted, starts, n, coarse=coarse_of_unit[first_unit], coarse_columns=tuple(coarse))
 
     parts = []
     for combo in [(c,) for c in sensitive] + list(crossed):
@@ -700,6 +710,16 @@ def _groups(attrs: pl.DataFrame, sensitive: list[str], crossed: list[tuple[str, 
             miss |= nulls_of[c]
         parts.append(_Partition(SEP.join(combo), combo, gnames, cell_group.astype(np.int64), n_units, int(miss.sum())))
     return cells, parts
+
+
+def _first_appearance(key: np.ndarray) -> np.ndarray:
+    """Renumber the values of a dense key 0, 1, ... in order of first appearance."""
+    n_values = int(key.max()) + 1 if len(key) else 0
+    first = np.full(n_values, len(key), dtype=np.int64)
+    np.minimum.at(first, key, np.arange(len(key), dtype=np.int64))
+    rank = np.empty(n_values, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(n_values)
+    return rank[key]
 
 
 def _dense(key: np.ndarray) -> np.ndarray:
@@ -789,46 +809,49 @@ class _Sweep:
 def _sweeps(xs: Any, cells: _Cells, parts: list[_Partition], sel: list[np.ndarray], offsets: np.ndarray) -> list[_Sweep]:
     """How replicates are summed. Output row 0 is the overall sum, row 1 + j the j-th selected group.
 
-    With cells of a dozen units or more (the usual case) one sweep sums every
-    cell and a sparse matrix adds cells into every group of every partition.
-    When a high-cardinality attribute makes cells tiny (as many cells as
-    groups), each partition with reported groups gets its own sweep over the
-    units of those groups, sorted by group, plus one sweep for the overall sum.
+    One sweep over the units in cell order sums each coarse cell (units sharing
+    the low-cardinality attributes, typically hundreds of units each); a sparse
+    matrix adds coarse cells into the overall sum and into every group of the
+    partitions made of those attributes. Each other partition (an attribute
+    with so many levels that cells would be tiny, and its intersections) gets a
+    sweep over the units of its reported groups, sorted by group.
     """
     import scipy.sparse as sp
 
-    n, n_cells = cells.n, cells.n_cells
+    n = cells.n
     n_rows = 1 + int(offsets[-1])
-    if n_cells * _MIN_CELL_UNITS <= n:
-        rows, cols = [np.zeros(n_cells, dtype=np.int64)], [np.arange(n_cells)]
-        for i, p in enumerate(parts):
-            row_of_group = np.full(len(p.names), -1, dtype=np.int64)
-            row_of_group[sel[i]] = 1 + offsets[i] + np.arange(len(sel[i]))
-            r = row_of_group[p.cell_group]
-            keep = r >= 0
-            rows.append(r[keep])
-            cols.append(np.flatnonzero(keep))
-        rows_, cols_ = np.concatenate(rows), np.concatenate(cols)
-        to_rows = sp.csr_matrix((np.ones(len(rows_)), (rows_, cols_)), shape=(n_rows, n_cells))
-        return [_Sweep(None, cells, to_rows, xs)]
-    whole = _Cells(np.arange(n), np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64), n)
-    out = [_Sweep(None, whole, sp.csr_matrix(np.eye(n_rows, 1)), xs)]
-    unit_cell = cells.cell  # cell of each unit, units in cell order
+    coarse = cells.coarse if cells.coarse is not None else np.zeros(cells.n_cells, dtype=np.int64)
+    n_coarse = int(coarse.max()) + 1 if len(coarse) else 0
+    unit_coarse = coarse[cells.cell]
+    starts = np.flatnonzero(np.r_[True, unit_coarse[1:] != unit_coarse[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    rows, cols = [np.zeros(n_coarse, dtype=np.int64)], [np.arange(n_coarse)]
+    out = []
     for i, p in enumerate(parts):
         if not len(sel[i]):
             continue
+        row_of_group = np.full(len(p.names), -1, dtype=np.int64)
+        row_of_group[sel[i]] = 1 + offsets[i] + np.arange(len(sel[i]))
+        if set(p.columns) <= set(cells.coarse_columns):
+            # every cell of a coarse cell is in the same group of this partition
+            group_of_coarse = np.zeros(n_coarse, dtype=np.int64)
+            group_of_coarse[coarse] = p.cell_group
+            r = row_of_group[group_of_coarse]
+            rows.append(r[r >= 0])
+            cols.append(np.flatnonzero(r >= 0))
+            continue
         local = np.full(len(p.names), -1, dtype=np.int64)
         local[sel[i]] = np.arange(len(sel[i]))
-        seg = local[p.cell_group[unit_cell]]
+        seg = local[p.cell_group[cells.cell]]
         positions = np.flatnonzero(seg >= 0)
         order = positions[np.argsort(seg[positions], kind="stable")]
         seg_sorted = seg[order]
-        starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
-        segments = _Cells(order, seg_sorted, starts, len(order))
-        to_rows = sp.csr_matrix((np.ones(len(sel[i])), (1 + offsets[i] + np.arange(len(sel[i])), np.arange(len(sel[i])))),
+        seg_starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
+        to_rows = sp.csr_matrix((np.ones(len(sel[i])), (row_of_group[sel[i]], np.arange(len(sel[i])))),
                                 shape=(n_rows, len(sel[i])))
-        out.append(_Sweep(order, segments, to_rows, xs[order]))
-    return out
+        out.append(_Sweep(order, _Cells(order, seg_sorted, seg_starts, len(order)), to_rows, xs[order]))
+    rows_, cols_ = np.concatenate(rows), np.concatenate(cols)
+    to_rows = sp.csr_matrix((np.ones(len(rows_)), (rows_, cols_)), shape=(n_rows, n_coarse))
+    return [_Sweep(None, _Cells(np.arange(n), unit_coarse, starts, n), to_rows, xs), *out]
 
 
 def _percentiles(reps: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
