@@ -21,14 +21,15 @@ asks whether the recommender serves some groups of users worse than others:
 sufficient statistics (``receval.metrics.calibration``) are summed per unit
 and per group.
 
-One engine serves both. Units are sorted into *cells* (users sharing every
+One engine serves both. Units are sorted into *cells* (units sharing every
 sensitive value); each group of each attribute or intersection is a union of
 cells. A bootstrap replicate draws one weight per unit
 (``receval.stats.bootstrap.replicate_weights``), sums weighted statistics per
-cell (a BLAS product per cell, or segment sums when cells are small) and
-aggregates cells into groups with a sparse matrix, so the cost is
-O(n_boot x units) whatever the number of groups and no Python loop runs over
-groups inside the bootstrap.
+(coarse) cell in one sweep (a BLAS product per cell, or segment sums for runs
+of small cells) and aggregates cells into groups with a sparse matrix;
+high-cardinality attributes get a sweep of their own (see ``_sweeps``). The
+cost is O(n_boot x units) per sweep whatever the number of groups, and no
+Python loop runs over groups inside the bootstrap.
 
 Formulas and conventions: docs/audits.md, "User-side performance disparity"
 and "Calibration by group".
