@@ -684,8 +684,11 @@ def _groups(attrs: pl.DataFrame, sensitive: list[str], crossed: list[tuple[str, 
     # renaming values (swapping group labels) leaves the cells, their order and
     # hence every unit's bootstrap weight unchanged
     coarse_of_unit = _first_appearance(ckey)
-    cell_of_unit = _dense(coarse_of_unit * max(n, 1) + _first_appearance(key))
-    order = np.argsort(cell_of_unit, kind="stable")
+    if len(coarse) == len(sensitive):  # every attribute coarse: cells are the coarse cells
+        cell_of_unit = coarse_of_unit
+    else:
+        cell_of_unit = _dense(coarse_of_unit * max(n, 1) + _first_appearance(key))
+    order = _stable_argsort(cell_of_unit)
     cell_sorted = cell_of_unit[order]
     starts = np.flatnonzero(np.r_[True, cell_sorted[1:] != cell_sorted[:-1]]) if n else np.zeros(0, dtype=np.int64)
     first_unit = order[starts]
@@ -711,6 +714,13 @@ def _groups(attrs: pl.DataFrame, sensitive: list[str], crossed: list[tuple[str, 
             miss |= nulls_of[c]
         parts.append(_Partition(SEP.join(combo), combo, gnames, cell_group.astype(np.int64), n_units, int(miss.sum())))
     return cells, parts
+
+
+def _stable_argsort(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of a dense non-negative key (numpy radix-sorts 16-bit keys)."""
+    if len(key) and int(key.max()) < 1 << 16:
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    return np.argsort(key, kind="stable")
 
 
 def _first_appearance(key: np.ndarray) -> np.ndarray:
@@ -844,7 +854,7 @@ def _sweeps(xs: Any, cells: _Cells, parts: list[_Partition], sel: list[np.ndarra
         local[sel[i]] = np.arange(len(sel[i]))
         seg = local[p.cell_group[cells.cell]]
         positions = np.flatnonzero(seg >= 0)
-        order = positions[np.argsort(seg[positions], kind="stable")]
+        order = positions[_stable_argsort(seg[positions])]
         seg_sorted = seg[order]
         seg_starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
         to_rows = sp.csr_matrix((np.ones(len(sel[i])), (row_of_group[sel[i]], np.arange(len(sel[i])))),
