@@ -537,3 +537,57 @@ threshold = 0.1
     p.write_text(base.format(d=(DEMO / "data").as_posix(), cand="cand") + extra.format(hist="") + gates)
     g = _gate(_run(p).report, "lift")
     assert g["status"] == "error" and "history" in g["message"]
+
+
+def test_fairness_gate_reads_the_disparity_audit(tmp_path):
+    extra = """
+[audits.disparity]
+run = "cand"
+labels = "labels"
+metrics = ["ndcg@10"]
+attributes = "users"
+sensitive = ["age_band", "country"]
+"""
+    gates = """
+[[gates]]
+id = "loose"
+type = "fairness"
+metric = "ndcg@10"
+attribute = "age_band"
+
+[[gates]]
+id = "tight"
+type = "fairness"
+metric = "ndcg@10"
+attribute = "country"
+ratio = [0.999, 1.001]
+
+[[gates]]
+id = "diff"
+type = "fairness"
+metric = "ndcg@10"
+attribute = "age_band & country"
+max_difference = 0.5
+
+[[gates]]
+id = "unknown"
+type = "fairness"
+metric = "ndcg@10"
+attribute = "gender"
+"""
+    run = _run(_cfg(tmp_path, gates, extra=extra))
+    r = run.report
+    audit = r["results"]["audits"]["disparity"]
+    age = next(a for a in audit["attributes"] if a["attribute"] == "age_band")["metrics"]["ndcg@10"]
+    loose = _gate(r, "loose")
+    assert loose["status"] == "pass" and loose["threshold"] == [0.8, 1.25]
+    assert {d["group"] for d in loose["details"]} == {g["group"] for g in age["groups"]}
+    for d in loose["details"]:
+        g = next(x for x in age["groups"] if x["group"] == d["group"])
+        assert d["ratio"] == g["ratio"]["value"]
+    tight = _gate(r, "tight")
+    assert tight["status"] == "fail" and not 0.999 <= tight["value"] <= 1.001
+    assert _gate(r, "diff")["status"] == "pass"
+    unknown = _gate(r, "unknown")
+    assert unknown["status"] == "error" and "gender" in unknown["message"]
+    assert run.exit_code == 2  # one undecidable gate: the verdict is error, not fail or pass
