@@ -8,8 +8,14 @@ noise: this measures the estimators, not reward-model fitting), then times
 * building the validated data (``LoggedFeedback.from_arrays``),
 * IPS + SNIPS + DR point estimates,
 * IPS + SNIPS + DR with bootstrap intervals, 100 and 1,000 resamples of rounds
-  (one shared pass over the resampling weights, Poisson scheme at this size),
+  (one shared pass over the resampling weights; at this size "auto" picks the
+  compiled Poisson kernel, "poisson-fused", when numba is installed),
 * the same with normal (delta-method) intervals,
+
+The first bootstrap call that uses the compiled kernel pays for importing numba
+and loading the kernel from numba's cache (or compiling it, the first time
+ever: run with ``NUMBA_CACHE_DIR=$(mktemp -d)`` to measure that); it is timed
+on its own as "cold" and the table's rows are warm medians.
 
 and prints wall times and peak memory (tracemalloc peak of each step, from a separate
 traced run, and the process's peak RSS). OBP is not installed here; per /work/shared/REFERENCES.md
@@ -101,6 +107,9 @@ def main() -> None:
     rows = [("build + validate", build_t, build_m)]
     point_t, point_m, _ = timed(lambda: [e.point(d) for e in ests], args.repeat)
     rows.append(("IPS+SNIPS+DR points", point_t, point_m))
+    t = time.perf_counter()
+    cold = estimate_many(ests, d, n_boot=1000)
+    cold_t = time.perf_counter() - t
     results = {}
     for label, kw in [
         ("... + normal intervals", {"interval": "normal"}),
@@ -114,6 +123,7 @@ def main() -> None:
     for label, t, m in rows:
         print(f"{label:36s} {t:9.3f} {m / 2**20:9.1f}")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"cold: first 1,000-resample call {cold_t:.3f} s ({cold[0].interval})")
     t100, t1000 = rows[3][1], rows[4][1]
     print(
         f"points + 100-resample intervals: {t100:.3f} s vs OBP ~{OBP_SECONDS_100:.0f} s with 100 "

@@ -88,16 +88,16 @@ def _py_mix_gamma(z: int) -> int:
     return z
 
 
-def reference_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:
-    """The weights of replicates b0..b1-1, units 0..n-1, in pure Python (slow: for tests)."""
+def reference_weights(root: int, replicates: range, units: range) -> np.ndarray:
+    """Weights of the given replicates (rows) and units (columns), in pure Python (slow: tests)."""
     t = [int(v) for v in poisson_thresholds()]
-    out = np.empty((b1 - b0, n), dtype=np.uint8)
-    for b in range(b0, b1):
+    out = np.empty((len(replicates), len(units)), dtype=np.uint8)
+    for r, b in enumerate(replicates):
         s = _py_mix64((root + (2 * b + 1) * GOLDEN) & MASK64)
         g = _py_mix_gamma((root + (2 * b + 2) * GOLDEN) & MASK64)
-        for i in range(n):
+        for c, i in enumerate(units):
             u = _py_mix64((s + (i + 1) * g) & MASK64)
-            out[b - b0, i] = sum(u >= tk for tk in t)
+            out[r, c] = sum(u >= tk for tk in t)
     return out
 
 
