@@ -13,12 +13,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
-
-from receval.errors import UsageError  # noqa: E402
-from receval.stats import bootstrap as B  # noqa: E402
-from receval.stats import bootstrap_means  # noqa: E402
-from receval.stats import _bootstrap_kernel as K  # noqa: E402
+from receval.errors import UsageError
+from receval.stats import _bootstrap_kernel as K
+from receval.stats import bootstrap as B
+from receval.stats import bootstrap_means
 
 ROOT = K.root_key(2024)
 PMF = [math.exp(-1) / math.factorial(k) for k in range(21)]

@@ -23,9 +23,10 @@ The weights (counter-based: each is a function of (seed, b, i) alone):
 A weight does not depend on n, on how units are chunked, on how replicates are
 split among threads, or on which statistics ride along; ``reference_weights``
 recomputes them in pure Python. Each replicate's sums are accumulated in a
-fixed order (unit chunks of fixed size, the same vectorised loop for every
-column), so they are identical for any number of threads and do not depend on
-the other columns; columns of small integers (counts, ones) are summed exactly.
+fixed order (unit chunks of fixed size, aligned groups of four replicates, the
+same vectorised loop for every column), so they are identical for any number of
+threads and do not depend on the other columns; columns of small integers
+(counts, ones) are summed exactly.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ __all__ = ["poisson_sums", "poisson_thresholds", "poisson_weights", "reference_w
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
 UNIT_CHUNK = 1024  # units per chunk: the weight buffer and a column chunk stay in L1
-REPLICATE_BLOCK = 16  # replicates sharing one read of the statistics matrix
+REPLICATE_BLOCK = 16  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
+GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
 
 
@@ -181,20 +183,36 @@ def _chunk_weights(start, gamma, lo, hi, t, wbuf):
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
-    """Sums of replicates b0..b1-1 into out[b0:b1] and wsum[b0:b1] (one pass over xt)."""
+    """Sums of replicates b0..b1-1 (multiples of GROUP) into out[b0:b1], wsum[b0:b1].
+
+    One pass over xt in chunks of units; per chunk, each group of 4 replicates
+    draws its weights and then reads every column chunk once for all four.
+    """
     k, n = xt.shape
-    wbuf = np.empty(chunk)
+    w = np.empty((GROUP, chunk))
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         m = hi - lo
-        for b in range(b0, b1):
-            wsum[b] += _chunk_weights(starts[b], gammas[b], lo, hi, t, wbuf)
+        for b in range(b0, b1, GROUP):
+            for r in range(GROUP):
+                wsum[b + r] += _chunk_weights(starts[b + r], gammas[b + r], lo, hi, t, w[r])
+            w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
             for j in range(k):
                 xj = xt[j, lo:hi]  # a 1-D view: contiguous loads (xt[j, lo + i] would gather)
-                acc = 0.0
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
                 for i in range(m):
-                    acc += wbuf[i] * xj[i]
-                out[b, j] += acc
+                    x = xj[i]
+                    a0 += w0[i] * x
+                    a1 += w1[i] * x
+                    a2 += w2[i] * x
+                    a3 += w3[i] * x
+                out[b, j] += a0
+                out[b + 1, j] += a1
+                out[b + 2, j] += a2
+                out[b + 3, j] += a3
 
 
 @nb.njit(cache=True, nogil=True)
@@ -245,11 +263,15 @@ def poisson_sums(
     if chunk < 1 or block < 1:
         raise ValueError("chunk and block must be positive")
     xt = np.ascontiguousarray(xt, dtype=np.float64)
-    out = np.zeros((n_boot, xt.shape[0]))
-    wsum = np.zeros(n_boot)
+    # replicates run in aligned groups of GROUP (the last group padded), so every
+    # replicate's arithmetic is the same whatever n_boot, block or threads
+    padded = -(-n_boot // GROUP) * GROUP
+    block = -(-block // GROUP) * GROUP
+    out = np.zeros((padded, xt.shape[0]))
+    wsum = np.zeros(padded)
     t = _thresholds()
-    starts, gammas = _streams(np.uint64(root), 0, int(n_boot))
-    blocks = [(b0, min(b0 + block, n_boot)) for b0 in range(0, n_boot, block)]
+    starts, gammas = _streams(np.uint64(root), 0, padded)
+    blocks = [(b0, min(b0 + block, padded)) for b0 in range(0, padded, block)]
     threads = default_threads() if threads is None else threads
 
     def run(span: tuple[int, int]) -> None:
@@ -261,7 +283,7 @@ def poisson_sums(
     else:  # the kernel releases the GIL; each block writes only its own rows
         with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
             list(pool.map(run, blocks))
-    return out, wsum
+    return out[:n_boot], wsum[:n_boot]
 
 
 def poisson_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:
