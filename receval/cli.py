@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="logged feedback (Parquet/CSV): request_id, item_id, position, reward (or click), propensity")
     op.add_argument("--target", required=True, metavar="TARGET",
                     help="target policy (Parquet/CSV): request_id, item_id, position, probability")
+    op.add_argument("--logging", metavar="LOGGING",
+                    help="optional logging policy (Parquet/CSV): request_id, item_id, position, probability "
+                    "over every candidate; enables the context-level support check")
     op.add_argument("--estimator", "-e", action="append", required=True, metavar="NAME",
                     help=f"repeatable: {', '.join(_OPE_ESTIMATORS)}")
     op.add_argument("--reward-range", metavar="LOW,HIGH", help="declared reward range, e.g. 0,1 for clicks "
@@ -268,6 +271,7 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     mapping = _mapping(args.column)
     log = _read_frame(args.logs, "logs", mapping)
     target = _read_frame(args.target, "target", mapping)
+    logging_frame = _read_frame(args.logging, "logging", mapping) if args.logging else None
     if "reward" not in log.columns and "click" in log.columns:
         log["reward"] = log["click"]
     context = list(args.context or [])
@@ -277,13 +281,14 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     needs_model = any(e.needs_model for e in estimators)
     model = RewardModel(seed=args.seed) if needs_model else None
     data = logged_feedback(
-        log, target, reward_range=reward_range, reward_model=model, context_columns=context if needs_model else ()
+        log, target, reward_range=reward_range, reward_model=model, context_columns=context if needs_model else (),
+        logging=logging_frame,
     )
     results = estimate_many(
         estimators, data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
     )
     settings = {
-        "logs": args.logs, "target": args.target, "estimators": names, "reward_range": list(data.reward_range),
+        "logs": args.logs, "target": args.target, "logging": args.logging, "estimators": names, "reward_range": list(data.reward_range),
         "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,
         "clip": args.clip, "switch_threshold": args.switch_threshold, "dros_lam": args.dros_lam,
         "context": context, "reward_model": data.model, "n_rows": data.n_rows, "n_requests": data.n_units,

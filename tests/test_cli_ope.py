@@ -123,3 +123,35 @@ def test_bad_reward_range_exit_2(capsys, files):
     assert code == 2 and "--reward-range expects LOW,HIGH" in err
     code, _, err = run_cli(capsys, "ope", "--logs", log, "--target", target, "-e", "ips", "--context", "nope")
     assert code == 2 and "--context column(s) ['nope']" in err
+
+
+def test_logging_file_enables_the_context_support_check(capsys, tmp_path, files, bandit):
+    log, target = files
+    logging = bandit.logging.copy()
+    # request 0, position 1: move the logging mass of one item that was not logged onto another
+    logged = int(bandit.log.query("request_id == 0 and position == 1").item_id.iloc[0])
+    y, z = [i for i in range(3) if i != logged][:2]
+    ctx = (logging.request_id == 0) & (logging.position == 1)
+    p_y = float(logging.loc[ctx & (logging.item_id == y), "probability"].iloc[0])
+    logging.loc[ctx & (logging.item_id == z), "probability"] += p_y
+    logging.loc[ctx & (logging.item_id == y), "probability"] = 0.0
+    path = tmp_path / "logging.parquet"
+    logging.to_parquet(path)
+    code, out, err = run_cli(
+        capsys, "ope", "--logs", log, "--target", target, "--logging", str(path), "-e", "ips",
+        "--n-boot", "50", "--output", "json",
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    support = doc["settings"]["support"]
+    expected = float(bandit.target.query("request_id == 0 and position == 1 and item_id == @y").probability.iloc[0])
+    assert support["context_unsupported_triples"] == 1
+    assert support["context_unsupported_target_mass"] == pytest.approx(expected / 800)
+    assert doc["settings"]["logging"] == str(path)
+    assert any("could never" in w for w in doc["estimates"]["ips"]["warnings"])
+    # a logging file that contradicts the log's propensities: exit 2, the rule named
+    logging.loc[ctx & (logging.item_id == logged), "probability"] = 0.0
+    logging.to_parquet(path)
+    code, out, err = run_cli(capsys, "ope", "--logs", log, "--target", target, "--logging", str(path), "-e", "ips")
+    assert code == 2
+    assert "the logger showed it" in err

@@ -217,6 +217,8 @@ def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
         "mean_weight_se": se_w,
         "unsupported_pairs": d.support.get("unsupported_pairs"),
         "unsupported_target_mass": d.support.get("unsupported_target_mass"),
+        "context_unsupported_triples": d.support.get("context_unsupported_triples"),
+        "context_unsupported_target_mass": d.support.get("context_unsupported_target_mass"),
     }
     warns = list(d.warnings)
     if n and ess / n < ESS_WARN_SHARE:
