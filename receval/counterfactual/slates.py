@@ -380,7 +380,7 @@ def slate_feedback(
                 f"every slate must have the same number of slots (most have {L})",
                 len(bad_len),
                 tuple(f"slate {_sid(uniq[j])!r} has {counts[j]}" for j in bad_len[:5]),
-                "pad or drop short slates, or pass varying_length=True if slates really differ in length",
+                "pad or drop short slates, or pass varying_length=True (receval ope --varying-length) if slates really differ in length",
             )
         )
     else:
