@@ -44,7 +44,7 @@ __all__ = ["poisson_sums", "poisson_thresholds", "poisson_weights", "reference_w
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
 UNIT_CHUNK = 1024  # units per chunk: the weight buffer and a column chunk stay in L1
-REPLICATE_BLOCK = 16  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
+REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
 

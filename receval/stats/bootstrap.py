@@ -283,9 +283,10 @@ def _distinct_columns(mats: list[np.ndarray]) -> tuple[list[np.ndarray], list[li
     for mat in mats:
         idx = []
         for c in range(mat.shape[1]):
-            col = np.ascontiguousarray(mat[:, c], dtype=np.float64)
-            key = (float(col.sum()), col[:: max(1, len(col) // 64)].tobytes())
-            if key[0] == len(col) and (col == 1.0).all():
+            col = mat[:, c]  # a view: copied once, into the kernel's matrix
+            total = float(col.sum())
+            key = (total, np.asarray(col[:: max(1, len(col) // 64)], dtype=np.float64).tobytes())
+            if total == len(col) and (col == 1).all():
                 idx.append(-1)
                 continue
             hit = next((d for d in seen.get(key, []) if np.array_equal(distinct[d], col, equal_nan=True)), None)
