@@ -28,6 +28,7 @@ that (0.7 s); both ratios are printed.
 
     python benchmarks/bench_ope.py                 # 1M rounds
     python benchmarks/bench_ope.py --rounds 100000 --repeat 3
+    python benchmarks/bench_ope.py --no-kernel     # the numpy Poisson scheme, for comparison
 """
 
 from __future__ import annotations
@@ -100,7 +101,13 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-kernel", action="store_true",
+                    help="disable the compiled kernel: the numpy Poisson scheme, as before it existed")
     args = ap.parse_args()
+    if args.no_kernel:
+        from receval.stats import bootstrap
+
+        bootstrap._NUMBA = False
     g = generate(args.rounds, args.items, 100, args.seed)
     print(f"{args.rounds:,} rounds x {args.items} items; true target value {g['truth']:.5f}")
     ests = [IPS(), SNIPS(), DR()]

@@ -43,7 +43,7 @@ __all__ = ["poisson_sums", "poisson_thresholds", "poisson_weights", "reference_w
 
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
-UNIT_CHUNK = 1024  # units per chunk: the weight buffer and a column chunk stay in L1
+UNIT_CHUNK = 512  # units per chunk: the weight buffers and the column chunks stay in L1/L2
 REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
@@ -169,7 +169,7 @@ def _chunk_weights(start, gamma, lo, hi, t, wbuf):
         n_tail += np.int64(u >= t7)
         total += c
         wbuf[i] = np.float64(c)
-    if n_tail:  # about 1% of chunks of 1024 units
+    if n_tail:  # about 0.5% of chunks of 512 units
         z = start + _U64(lo) * gamma
         for i in range(hi - lo):
             z += gamma
