@@ -255,8 +255,14 @@ def test_sparse_statistics_use_the_same_weights():
 def test_auto_uses_the_kernel_for_large_problems(monkeypatch):
     monkeypatch.setattr(B, "_FUSED_WARM", False)
     assert B._auto(100, 1000) == "multinomial"
-    assert B._auto(30_000, 1000) == "poisson"  # 3e7 draws: not worth loading numba
-    assert B._auto(300_000, 1000) == "poisson-fused"  # 3e8 draws
+    # before the kernel has run: only when the numpy scheme would take longer than loading it
+    assert B._auto(30_000, 1000, 2) == "poisson"  # 3e7 draws x 2 columns: about 0.1 s
+    assert B._auto(300_000, 1000, 2) == "poisson-fused"  # 3e8 draws: about 1 s
+    assert B._auto(100_000, 1000, 8) == "poisson"  # evaluate() of 4 metrics at 100k requests: 0.65 s
+    assert B._auto(100_000, 1000, 24) == "poisson-fused"  # compare() of 6 metrics: 1.45 s
+    reps = [_Stat(np.ones((30_000, 24)))]  # the columns are counted by bootstrap_replicates
+    assert B.bootstrap_replicates(reps, 30_000, n_boot=1000)[1] == "poisson"  # 3e7 x 24: 0.44 s
+    assert B.bootstrap_replicates(reps * 2, 30_000, n_boot=1000)[1] == "poisson"  # one array counted once
     monkeypatch.setattr(B, "_FUSED_WARM", True)
     assert B._auto(30_000, 1000) == "poisson-fused"  # already loaded: worth it above 2e7
     assert B._auto(20_000, 1000) == "multinomial"

@@ -23,9 +23,10 @@ Three resampling schemes, chosen by ``method``:
   SplitMix64 streams, one per replicate, inverted exactly (to 2^-64) against
   the Poisson(1) CDF; a different stream from ``"poisson"``'s, so the same
   seed gives different (equally distributed) replicates. When numba can be
-  imported, ``"auto"`` uses it instead of ``"poisson"`` from
-  ``FUSED_MIN_DRAWS_COLD`` (3 * 10^8) draws, and above 2 * 10^7 draws once
-  the kernel has been loaded in the process.
+  imported, ``"auto"`` uses it instead of ``"poisson"`` above 2 * 10^7 draws
+  once the kernel has run in the process, and before that when the numpy
+  scheme's estimated time, draws * (2.5 + 0.5 * columns) ns, exceeds the
+  0.8 s it costs to import numba and load the kernel (``_auto``).
 
 The interval is the percentile interval of the replicate means. The same
 data, seed and method give identical intervals.
@@ -45,11 +46,16 @@ Method = Literal["auto", "multinomial", "poisson", "poisson-fused"]
 METHODS = ("auto", "multinomial", "poisson", "poisson-fused")
 
 MULTINOMIAL_MAX_DRAWS = 20_000_000  # "auto": multinomial up to this many draws (n * n_boot)
-# "auto": the fused kernel above MULTINOMIAL_MAX_DRAWS once it has run in this
-# process, and from FUSED_MIN_DRAWS_COLD draws before (importing numba and
-# loading the cached kernel costs 0.6-0.9 s, which the kernel must earn back:
-# it saves about 2 ns per draw)
-FUSED_MIN_DRAWS_COLD = 300_000_000
+# "auto" before the kernel has run in the process: importing numba and loading
+# the cached kernel costs 0.6-0.9 s, so the kernel is used when the numpy
+# scheme would take longer than that. Its cost per draw, measured on the
+# development machine: about 2.5 ns for the weights plus 0.1-3 ns per column
+# of statistics (more when many small matrices each take their own product);
+# 0.5 ns per column is a conservative middle. The kernel itself costs about
+# 0.8 ns per draw plus 0.07 ns per distinct column, spread over the cores.
+FUSED_COLD_SECONDS = 0.8
+NUMPY_NS_PER_DRAW = 2.5
+NUMPY_NS_PER_DRAW_COLUMN = 0.5
 
 _BLOCK_CELLS = 1 << 24  # weights generated per block: bounds memory
 _UNIT_CHUNK = 2048  # units converted to float at once: keeps the product in cache
@@ -127,16 +133,17 @@ def fused_available() -> bool:
     return _NUMBA
 
 
-def _auto(n: int, n_boot: int) -> str:
+def _auto(n: int, n_boot: int, columns: int = 1) -> str:
     draws = n * n_boot
     if draws <= MULTINOMIAL_MAX_DRAWS:
         return "multinomial"
-    if (_FUSED_WARM or draws >= FUSED_MIN_DRAWS_COLD) and fused_available():
+    numpy_seconds = draws * (NUMPY_NS_PER_DRAW + NUMPY_NS_PER_DRAW_COLUMN * columns) * 1e-9
+    if (_FUSED_WARM or numpy_seconds >= FUSED_COLD_SECONDS) and fused_available():
         return "poisson-fused"
     return "poisson"
 
 
-def _check(n_boot: int, level: float, method: str, n: int) -> str:
+def _check(n_boot: int, level: float, method: str, n: int, columns: int = 1) -> str:
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if n_boot < 1:
@@ -146,7 +153,7 @@ def _check(n_boot: int, level: float, method: str, n: int) -> str:
             f"method must be 'auto', 'multinomial', 'poisson' or 'poisson-fused', got {method!r}"
         )
     if method == "auto":
-        return _auto(n, n_boot)
+        return _auto(n, n_boot, columns)
     if method == "poisson-fused" and not fused_available():
         from receval.errors import UsageError
 
@@ -210,7 +217,8 @@ def bootstrap_replicates(
     method used). Replicates whose finish is undefined (e.g. a Poisson
     replicate with total weight 0) are NaN.
     """
-    method = _check(n_boot, 0.5, method, n)
+    distinct = {id(m.stats): m.stats.shape[1] for m in stats}
+    method = _check(n_boot, 0.5, method, n, sum(distinct.values()))
     out = np.full((n_boot, len(stats)), np.nan)
     if n == 0 or not stats:
         return out, method
@@ -388,7 +396,7 @@ def bootstrap_means(
     if x.ndim == 1:
         x = x[:, None]
     n, m = x.shape
-    method = _check(n_boot, level, method, n)
+    method = _check(n_boot, level, method, n, 2 * m)
     if n == 0:
         nan = np.full(m, np.nan)
         return BootstrapResult(nan, nan.copy(), level, n_boot, method, seed)
