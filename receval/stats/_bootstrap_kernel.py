@@ -45,6 +45,7 @@ GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
 UNIT_CHUNK = 512  # units per chunk: the weight buffers and the column chunks stay in L1/L2
 REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
+MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
 
@@ -256,7 +257,7 @@ def poisson_sums(
 
     ``xt`` is the statistics matrix transposed, shape (k, n). Blocks of
     ``block`` replicates run on ``threads`` threads (default: the CPUs
-    available); each block makes one pass over ``xt`` in chunks of ``chunk``
+    available, one for fewer than 2^22 replicate-unit cells); each block makes one pass over ``xt`` in chunks of ``chunk``
     units. None of the three changes a weight; sums depend on ``chunk`` only
     through float rounding, and not at all on ``block`` or ``threads``.
     """
@@ -272,7 +273,8 @@ def poisson_sums(
     t = _thresholds()
     starts, gammas = _streams(np.uint64(root), 0, padded)
     blocks = [(b0, min(b0 + block, padded)) for b0 in range(0, padded, block)]
-    threads = default_threads() if threads is None else threads
+    if threads is None:
+        threads = default_threads() if padded * xt.shape[1] >= MIN_THREADED_CELLS else 1
 
     def run(span: tuple[int, int]) -> None:
         _sums_block(xt, starts, gammas, t, span[0], span[1], int(chunk), out, wsum)
