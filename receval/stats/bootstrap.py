@@ -18,8 +18,9 @@ Three resampling schemes, chosen by ``method``:
   generated in fixed-size blocks from ``numpy.random.default_rng(seed)``.
 * ``"poisson-fused"`` — the same Poisson(1) bootstrap computed by a compiled
   numba kernel (:mod:`receval.stats._bootstrap_kernel`) that draws each weight
-  where it is used, so no weight matrix is stored: about 3-5x faster than
-  ``"poisson"`` on large inputs. Its random numbers are counter-based
+  where it is used, so no weight matrix is stored: about 3x less CPU than
+  ``"poisson"`` on large inputs (more with many statistics), spread over all
+  cores. Its random numbers are counter-based
   SplitMix64 streams, one per replicate, inverted exactly (to 2^-64) against
   the Poisson(1) CDF; a different stream from ``"poisson"``'s, so the same
   seed gives different (equally distributed) replicates. When numba can be
