@@ -122,12 +122,12 @@ _FUSED_WARM = False  # the kernel has run in this process
 
 
 def fused_available() -> bool:
-    """Whether the compiled ``"poisson-fused"`` scheme can run (numba importable)."""
+    """Whether the compiled ``"poisson-fused"`` scheme can run (numba importable, kernel loadable)."""
     global _NUMBA
     if _NUMBA is None:
         try:
-            import numba  # noqa: F401
-        except Exception:  # ImportError, or a numba broken against this numpy
+            import receval.stats._bootstrap_kernel  # noqa: F401  (imports numba)
+        except Exception:  # ImportError, a numba broken against this numpy, no cache location
             _NUMBA = False
         else:
             _NUMBA = True
