@@ -12,11 +12,6 @@ noise: this measures the estimators, not reward-model fitting), then times
   compiled Poisson kernel, "poisson-fused", when numba is installed),
 * the same with normal (delta-method) intervals,
 
-The first bootstrap call that uses the compiled kernel pays for importing numba
-and loading the kernel from numba's cache (or compiling it, the first time
-ever: run with ``NUMBA_CACHE_DIR=$(mktemp -d)`` to measure that); it is timed
-on its own as "cold" and the table's rows are warm medians.
-
 and prints wall times, process CPU times (all threads; the kernel uses every
 available core, so on an idle machine wall ~ CPU / cores) and peak memory
 (tracemalloc peak of each step, from a separate
@@ -25,6 +20,11 @@ OBP takes about 7 s for IPW + SNIPW + DR point estimates with 100-resample
 intervals at this size (IPW 82 ms, SNIPW 80 ms, DR 555 ms; 1.2-1.7 s per
 interval). The issue's target is receval with **1,000** resamples <= 0.1x
 that (0.7 s); both ratios are printed.
+
+The first bootstrap call that uses the compiled kernel pays for importing numba
+and loading the kernel from numba's cache (or compiling it, the first time
+ever: run with ``NUMBA_CACHE_DIR=$(mktemp -d)`` to measure that); it is timed
+on its own as "cold" and the table's rows are warm medians.
 
     python benchmarks/bench_ope.py                 # 1M rounds
     python benchmarks/bench_ope.py --rounds 100000 --repeat 3
