@@ -11,6 +11,7 @@ and prints the medians and the ratio compare / evaluate (the issue's target
 is <= 3x).
 
     python benchmarks/bench_compare.py --queries 100000      # 10M rows per run
+    python benchmarks/bench_compare.py --bootstrap poisson-fused   # the compiled kernel
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--n-perm", type=int, default=10_000)
     p.add_argument("--test", default="randomization")
+    p.add_argument("--bootstrap", default="auto", choices=["auto", "multinomial", "poisson", "poisson-fused"],
+                   help="bootstrap scheme of both calls (default auto)")
     args = p.parse_args()
 
     import receval
@@ -46,16 +49,20 @@ def main() -> None:
     cand["score"] = (cand["score"] + rng.normal(scale=0.05, size=len(cand))).astype(np.float32).astype(np.float64)
     print(f"# {args.queries:,} requests x {args.items} items = {len(base):,} rows per run; {len(METRICS)} metrics")
 
-    receval.evaluate(base.head(1000), labels, METRICS)  # warm imports
+    t0 = time.perf_counter()
+    receval.evaluate(base.head(1000), labels, METRICS, bootstrap=args.bootstrap)  # warm imports (and the kernel)
+    print(f"warm-up call (imports; loads the compiled kernel with --bootstrap poisson-fused): {time.perf_counter() - t0:.2f} s")
     t_eval, t_cmp = [], []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        receval.evaluate(base, labels, METRICS, n_boot=1000)
+        ev = receval.evaluate(base, labels, METRICS, n_boot=1000, bootstrap=args.bootstrap)
         t_eval.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        res = receval.compare({"base": base, "cand": cand}, labels, METRICS, test=args.test, n_boot=1000, n_perm=args.n_perm)
+        res = receval.compare({"base": base, "cand": cand}, labels, METRICS, test=args.test, n_boot=1000, n_perm=args.n_perm,
+                              bootstrap=args.bootstrap)
         t_cmp.append(time.perf_counter() - t0)
     e, c = statistics.median(t_eval), statistics.median(t_cmp)
+    print(f"bootstrap scheme: {ev.settings['bootstrap']}")
     print(f"evaluate one run : median {e:.3f} s  {[round(t, 2) for t in t_eval]}")
     print(f"compare two runs : median {c:.3f} s  {[round(t, 2) for t in t_cmp]}  ({args.test}, {args.n_perm} permutations)")
     print(f"ratio compare / evaluate: {c / e:.2f}x (target <= 3x)")

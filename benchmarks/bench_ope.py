@@ -8,18 +8,27 @@ noise: this measures the estimators, not reward-model fitting), then times
 * building the validated data (``LoggedFeedback.from_arrays``),
 * IPS + SNIPS + DR point estimates,
 * IPS + SNIPS + DR with bootstrap intervals, 100 and 1,000 resamples of rounds
-  (one shared pass over the resampling weights, Poisson scheme at this size),
+  (one shared pass over the resampling weights; at this size "auto" picks the
+  compiled Poisson kernel, "poisson-fused", when numba is installed),
 * the same with normal (delta-method) intervals,
 
-and prints wall times and peak memory (tracemalloc peak of each step, from a separate
+and prints wall times, process CPU times (all threads; the kernel uses every
+available core, so on an idle machine wall ~ CPU / cores) and peak memory
+(tracemalloc peak of each step, from a separate
 traced run, and the process's peak RSS). OBP is not installed here; per /work/shared/REFERENCES.md
 OBP takes about 7 s for IPW + SNIPW + DR point estimates with 100-resample
 intervals at this size (IPW 82 ms, SNIPW 80 ms, DR 555 ms; 1.2-1.7 s per
 interval). The issue's target is receval with **1,000** resamples <= 0.1x
 that (0.7 s); both ratios are printed.
 
+The first bootstrap call that uses the compiled kernel pays for importing numba
+and loading the kernel from numba's cache (or compiling it, the first time
+ever: run with ``NUMBA_CACHE_DIR=$(mktemp -d)`` to measure that); it is timed
+on its own as "cold" and the table's rows are warm medians.
+
     python benchmarks/bench_ope.py                 # 1M rounds
     python benchmarks/bench_ope.py --rounds 100000 --repeat 3
+    python benchmarks/bench_ope.py --no-kernel     # the numpy Poisson scheme, for comparison
 """
 
 from __future__ import annotations
@@ -61,13 +70,22 @@ def generate(n: int, n_items: int, n_contexts: int, seed: int):
     }
 
 
-def timed(fn, repeat: int):
-    """Median wall time over ``repeat`` plain runs, then one traced run for the memory peak."""
-    times, out = [], None
+CPU: dict[str, float] = {}
+
+
+def timed(fn, repeat: int, label: str = ""):
+    """Median wall time over ``repeat`` plain runs, then one traced run for the memory peak.
+
+    Also records the median process CPU time (all threads) in CPU[label]: on a
+    shared machine wall time depends on the other load, CPU time much less.
+    """
+    times, cpus, out = [], [], None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    CPU[label] = statistics.median(cpus)
     tracemalloc.start()
     fn()
     peak = tracemalloc.get_traced_memory()[1]
@@ -83,7 +101,13 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-kernel", action="store_true",
+                    help="disable the compiled kernel: the numpy Poisson scheme, as before it existed")
     args = ap.parse_args()
+    if args.no_kernel:
+        from receval.stats import bootstrap
+
+        bootstrap._NUMBA = False
     g = generate(args.rounds, args.items, 100, args.seed)
     print(f"{args.rounds:,} rounds x {args.items} items; true target value {g['truth']:.5f}")
     ests = [IPS(), SNIPS(), DR()]
@@ -99,21 +123,26 @@ def main() -> None:
         args.repeat,
     )
     rows = [("build + validate", build_t, build_m)]
-    point_t, point_m, _ = timed(lambda: [e.point(d) for e in ests], args.repeat)
+    point_t, point_m, _ = timed(lambda: [e.point(d) for e in ests], args.repeat, "IPS+SNIPS+DR points")
     rows.append(("IPS+SNIPS+DR points", point_t, point_m))
+    t, c = time.perf_counter(), time.process_time()
+    cold = estimate_many(ests, d, n_boot=1000)
+    cold_t, cold_cpu = time.perf_counter() - t, time.process_time() - c
     results = {}
     for label, kw in [
         ("... + normal intervals", {"interval": "normal"}),
         ("... + bootstrap, 100 resamples", {"n_boot": 100}),
         ("... + bootstrap, 1,000 resamples", {"n_boot": 1000}),
     ]:
-        t, m, res = timed(lambda kw=kw: estimate_many(ests, d, **kw), args.repeat)
+        t, m, res = timed(lambda kw=kw: estimate_many(ests, d, **kw), args.repeat, label)
         rows.append((label, t, m))
         results[label] = res
-    print(f"{'step':36s} {'seconds':>9s} {'peak MiB':>9s}")
+    print(f"{'step':36s} {'seconds':>9s} {'CPU s':>9s} {'peak MiB':>9s}")
     for label, t, m in rows:
-        print(f"{label:36s} {t:9.3f} {m / 2**20:9.1f}")
+        cpu = f"{CPU[label]:9.3f}" if label in CPU else f"{'':9s}"
+        print(f"{label:36s} {t:9.3f} {cpu} {m / 2**20:9.1f}")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"cold: first 1,000-resample call {cold_t:.3f} s, CPU {cold_cpu:.3f} s ({cold[0].interval})")
     t100, t1000 = rows[3][1], rows[4][1]
     print(
         f"points + 100-resample intervals: {t100:.3f} s vs OBP ~{OBP_SECONDS_100:.0f} s with 100 "

@@ -41,6 +41,9 @@ def _mapping(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 _OPE_ESTIMATORS = ("dm", "ips", "clipped_ips", "snips", "dr", "sndr", "switch_dr", "dros")
+_SLATE_ESTIMATORS = (
+    "standard_ips", "sn_standard_ips", "independent_ips", "sn_independent_ips", "rips", "sn_rips", "pi", "sn_pi",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,11 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(IPS, SNIPS, DR, ...) with intervals, diagnostics and warnings.",
     )
     op.add_argument("--logs", required=True, metavar="LOGS",
-                    help="logged feedback (Parquet/CSV): request_id, item_id, position, reward (or click), propensity")
-    op.add_argument("--target", required=True, metavar="TARGET",
-                    help="target policy (Parquet/CSV): request_id, item_id, position, probability")
+                    help="logged feedback (Parquet/CSV): request_id, item_id, position, reward (or click), propensity; "
+                    "for slate estimators one row per shown slot: slate_id, position, reward, propensity, ...")
+    op.add_argument("--target", metavar="TARGET",
+                    help="target policy (Parquet/CSV): request_id, item_id, position, probability; for slate "
+                    "estimators slate_id, position, probability[, conditional_probability, slate_probability] "
+                    "(optional when the logs carry target_probability columns)")
+    op.add_argument("--logging", metavar="LOGGING",
+                    help="optional logging policy (Parquet/CSV): request_id, item_id, position, probability "
+                    "over every candidate; enables the context-level support check")
     op.add_argument("--estimator", "-e", action="append", required=True, metavar="NAME",
-                    help=f"repeatable: {', '.join(_OPE_ESTIMATORS)}")
+                    help=f"repeatable: {', '.join(_OPE_ESTIMATORS)}; or slate estimators "
+                    f"{', '.join(_SLATE_ESTIMATORS)} (not mixed with the others)")
+    op.add_argument("--varying-length", action="store_true",
+                    help="slate estimators: accept slates of different lengths (exogenous length)")
     op.add_argument("--reward-range", metavar="LOW,HIGH", help="declared reward range, e.g. 0,1 for clicks "
                     "(default: the observed min..max)")
     op.add_argument("--clip", type=float, default=10.0, help="clipped_ips weight cap (default 10)")
@@ -279,11 +291,22 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     from receval.errors import UsageError
 
     names = [n.strip().lower() for n in args.estimator]
-    unknown = [n for n in names if n not in _OPE_ESTIMATORS]
+    unknown = [n for n in names if n not in _OPE_ESTIMATORS + _SLATE_ESTIMATORS]
     if unknown:
-        raise UsageError(f"unknown estimator(s) {unknown}; choose from {', '.join(_OPE_ESTIMATORS)}")
+        raise UsageError(
+            f"unknown estimator(s) {unknown}; choose from {', '.join(_OPE_ESTIMATORS)} "
+            f"or the slate estimators {', '.join(_SLATE_ESTIMATORS)}"
+        )
     if len(set(names)) != len(names):
         raise UsageError(f"estimator given twice: {sorted({n for n in names if names.count(n) > 1})}")
+    slates = [n for n in names if n in _SLATE_ESTIMATORS]
+    if slates and len(slates) != len(names):
+        raise UsageError(
+            f"slate estimators {slates} and single-slot estimators {[n for n in names if n not in slates]} "
+            "read different logs: run them separately"
+        )
+    if args.varying_length and not slates:
+        raise UsageError("--varying-length applies to the slate estimators only")
     reward_range = None
     if args.reward_range is not None:
         parts = args.reward_range.split(",")
@@ -293,6 +316,10 @@ def _cmd_ope(args: argparse.Namespace) -> int:
                 raise ValueError
         except (ValueError, IndexError):
             raise UsageError(f"--reward-range expects LOW,HIGH, e.g. 0,1; got {args.reward_range!r}") from None
+    if slates:
+        return _cmd_ope_slates(args, names, reward_range)
+    if args.target is None:
+        raise UsageError("--target is required for the single-slot estimators")
     make = {
         "dm": DM, "ips": IPS, "clipped_ips": lambda: ClippedIPS(clip=args.clip), "snips": SNIPS, "dr": DR,
         "sndr": SNDR, "switch_dr": lambda: SwitchDR(threshold=args.switch_threshold),
@@ -302,6 +329,7 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     mapping = _mapping(args.column)
     log = _read_frame(args.logs, "logs", mapping)
     target = _read_frame(args.target, "target", mapping)
+    logging_frame = _read_frame(args.logging, "logging", mapping) if args.logging else None
     if "reward" not in log.columns and "click" in log.columns:
         log["reward"] = log["click"]
     context = list(args.context or [])
@@ -311,13 +339,14 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     needs_model = any(e.needs_model for e in estimators)
     model = RewardModel(seed=args.seed) if needs_model else None
     data = logged_feedback(
-        log, target, reward_range=reward_range, reward_model=model, context_columns=context if needs_model else ()
+        log, target, reward_range=reward_range, reward_model=model, context_columns=context if needs_model else (),
+        logging=logging_frame,
     )
     results = estimate_many(
         estimators, data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
     )
     settings = {
-        "logs": args.logs, "target": args.target, "estimators": names, "reward_range": list(data.reward_range),
+        "logs": args.logs, "target": args.target, "logging": args.logging, "estimators": names, "reward_range": list(data.reward_range),
         "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,
         "clip": args.clip, "switch_threshold": args.switch_threshold, "dros_lam": args.dros_lam,
         "context": context, "reward_model": data.model, "n_rows": data.n_rows, "n_requests": data.n_units,
@@ -446,6 +475,59 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(line)
     print("report matches its inputs" if ok else "report does NOT match its inputs")
     return EXIT_OK if ok else EXIT_FAIL
+
+
+def _cmd_ope_slates(args: argparse.Namespace, names: list[str], reward_range) -> int:
+    from receval.counterfactual import slates as sl
+    from receval.errors import UsageError
+
+    make = {
+        "standard_ips": sl.StandardIPS, "sn_standard_ips": sl.SNStandardIPS,
+        "independent_ips": sl.IndependentIPS, "sn_independent_ips": sl.SNIndependentIPS,
+        "rips": sl.RewardInteractionIPS, "sn_rips": sl.SNRewardInteractionIPS,
+        "pi": sl.PseudoInverse, "sn_pi": sl.SNPseudoInverse,
+    }
+    ignored = [flag for flag, given in (("--context", args.context), ("--logging", args.logging)) if given]
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} do not apply to the slate estimators")
+    mapping = _mapping(args.column)
+    log = _read_frame(args.logs, "logs", mapping)
+    target = _read_frame(args.target, "target", mapping) if args.target else None
+    if "reward" not in log.columns and "click" in log.columns:
+        log["reward"] = log["click"]
+    data = sl.slate_feedback(log, target, reward_range=reward_range, varying_length=args.varying_length)
+    results = sl.estimate_slates(
+        [make[n]() for n in names], data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
+    )
+    lengths = data.lengths
+    settings = {
+        "logs": args.logs, "target": args.target, "estimators": names, "reward_range": list(data.reward_range),
+        "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,
+        "n_rows": int(lengths.sum()), "n_slates": data.n_slates, "n_slots": data.n_slots,
+        "varying_length": data.length is not None,
+        "min_slots": int(lengths.min()) if len(lengths) else None,
+    }
+    if args.output == "json":
+        from receval.counterfactual._estimators import _json
+
+        doc = {"estimates": {n: r.to_dict() for n, r in zip(names, results, strict=True)}, "settings": _json(settings)}
+        print(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        from receval._markdown import table
+
+        rows = []
+        for r in results:
+            ess = r.diagnostics.get("ess_share")
+            rows.append([
+                r.name, r.value, f"[{r.ci_low:.6f}, {r.ci_high:.6f}]", r.n,
+                f"{100 * ess:.1f}" if ess is not None and ess == ess else "n/a",
+                "; ".join(r.warnings) or "-",
+            ])
+        print(table(["estimator", "value", "CI", "n", "ESS%", "warnings"], rows, digits=6), end="")
+        shape = f"{settings['min_slots']}-{data.n_slots}" if data.length is not None else f"{data.n_slots}"
+        print(f"\n{args.level:.0%} intervals: {results[0].interval}; {settings['n_rows']} rows, "
+              f"{data.n_slates} slates of {shape} slots; values are expected slate rewards.")
+    return EXIT_OK
 
 
 def _cmd_metrics() -> int:

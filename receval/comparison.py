@@ -197,7 +197,7 @@ def compare(
     n_boot: int = 1000,
     n_perm: int = 10_000,
     seed: int | None = 0,
-    bootstrap: Literal["auto", "multinomial", "poisson"] = "auto",
+    bootstrap: Literal["auto", "multinomial", "poisson", "poisson-fused"] = "auto",
 ) -> ComparisonResult:
     """Compare candidate runs with a baseline run on the same requests.
 

@@ -467,7 +467,7 @@ def evaluate(
     level: float = 0.95,
     n_boot: int = 1000,
     seed: int | None = 0,
-    bootstrap: Literal["auto", "multinomial", "poisson"] = "auto",
+    bootstrap: Literal["auto", "multinomial", "poisson", "poisson-fused"] = "auto",
 ) -> EvaluationResult:
     """Score a run against relevance labels.
 

@@ -21,7 +21,7 @@ def normal_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return x.mean() - half, x.mean() + half
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson", "auto"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused", "auto"])
 def test_same_seed_gives_identical_intervals(method):
     x = np.random.default_rng(0).random((300, 3))
     a = bootstrap_means(x, n_boot=500, seed=42, method=method)
@@ -46,7 +46,7 @@ def test_columns_are_resampled_jointly():
     assert one.low[0] == res.low[0]
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused"])
 def test_interval_contains_the_mean(method):
     rng = np.random.default_rng(3)
     for n in (5, 50, 500):
@@ -57,7 +57,7 @@ def test_interval_contains_the_mean(method):
         assert (res.low < res.high).all()
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused"])
 def test_width_shrinks_like_one_over_sqrt_n(method):
     rng = np.random.default_rng(4)
     widths = {}
@@ -68,7 +68,7 @@ def test_width_shrinks_like_one_over_sqrt_n(method):
     assert 8 < ratio < 12.5
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused"])
 def test_wider_level_gives_wider_interval(method):
     x = np.random.default_rng(5).random(400)
     r90 = bootstrap_means(x, level=0.90, seed=0, method=method)
@@ -114,7 +114,7 @@ def test_methods_agree_with_the_normal_interval_for_large_n():
     x = np.random.default_rng(9).random(5000)  # uniform: symmetric, the normal interval is right
     lo, hi = normal_interval(x)
     width = hi - lo
-    for method in ("multinomial", "poisson"):
+    for method in ("multinomial", "poisson", "poisson-fused"):
         res = bootstrap_means(x, n_boot=2000, seed=10, method=method)
         assert abs(res.low[0] - lo) < 0.1 * width, method
         assert abs(res.high[0] - hi) < 0.1 * width, method
@@ -123,14 +123,14 @@ def test_methods_agree_with_the_normal_interval_for_large_n():
     assert abs(m.low[0] - p.low[0]) < 0.1 * width and abs(m.high[0] - p.high[0]) < 0.1 * width
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson", "auto"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused", "auto"])
 def test_no_units_gives_nan(method):
     res = bootstrap_means(np.empty((0, 2)), n_boot=100, method=method)
     assert res.low.shape == (2,)
     assert np.isnan(res.low).all() and np.isnan(res.high).all()
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused"])
 def test_one_unit_gives_a_degenerate_interval(method):
     res = bootstrap_means(np.array([[0.25, 0.75]]), n_boot=200, seed=0, method=method)
     np.testing.assert_array_equal(res.low, [0.25, 0.75])
@@ -142,9 +142,14 @@ def test_constant_values_give_a_zero_width_interval():
     assert res.low[0] == pytest.approx(0.4) and res.high[0] == pytest.approx(0.4)
 
 
-def test_auto_switches_to_poisson_for_large_problems():
+def test_auto_switches_to_poisson_for_large_problems(monkeypatch):
+    from receval.stats import bootstrap as B
+
+    monkeypatch.setattr(B, "_FUSED_WARM", False)  # the compiled kernel not loaded yet
     assert bootstrap_means(np.zeros(100), n_boot=1000).method == "multinomial"  # 10^5 draws
     assert bootstrap_means(np.zeros(30_000), n_boot=1000).method == "poisson"  # 3 * 10^7 draws
+    monkeypatch.setattr(B, "_NUMBA", False)  # without numba, even 3e8 draws use the numpy scheme
+    assert B._auto(300_000, 1000) == "poisson"
 
 
 @pytest.mark.parametrize(
@@ -178,14 +183,14 @@ def coverage(n_sims: int, n: int, method: str, seed: int) -> float:
     return hits / n_sims
 
 
-@pytest.mark.parametrize("method", ["multinomial", "poisson"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused"])
 def test_coverage_quick(method):
     # 200 simulated data sets: the sd of the estimated coverage is about 0.015
     assert 0.90 <= coverage(200, 100, method, seed=11) <= 0.98
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["multinomial", "poisson"])
+@pytest.mark.parametrize("method", ["multinomial", "poisson", "poisson-fused"])
 def test_coverage_simulation(method):
     # 2000 simulated data sets: sd about 0.005, so this pins coverage to 0.95 +- 0.02
     assert 0.93 <= coverage(2000, 100, method, seed=12) <= 0.97

@@ -334,6 +334,114 @@ def test_target_lookup_and_unsupported_mass():
     assert any("never logged" in w for w in res.warnings)
 
 
+def _logging(rows):
+    return pd.DataFrame(rows, columns=["request_id", "item_id", "position", "probability"])
+
+
+def _toy_logging():
+    # consistent with _log()'s propensities; item 3 has probability 0 in (0, 1), is absent in (0, 2),
+    # item 2 is absent in (2, 1); request 1 can show every item
+    return _logging([
+        (0, 1, 1, 0.5), (0, 2, 1, 0.5), (0, 3, 1, 0.0),
+        (0, 1, 2, 0.75), (0, 2, 2, 0.25),
+        (1, 1, 1, 0.5), (1, 2, 1, 0.25), (1, 3, 1, 0.25),
+        (2, 1, 1, 0.75), (2, 3, 1, 0.25),
+    ])
+
+
+def test_context_support_counts_target_mass_the_logger_could_never_show():
+    log = _log()
+    d = logged_feedback(log, _target(log), logging=_toy_logging())
+    # target: items 1, 2, 3 with 0.5, 0.25, 0.25 in each of the 4 logged (request, position)s;
+    # unsupported: (0, 3, 1), (0, 3, 2), (2, 2, 1), 0.25 each -> 0.75 / 4 contexts
+    assert d.support["context_unsupported_triples"] == 3
+    assert d.support["context_unsupported_contexts"] == 3
+    assert d.support["context_unsupported_target_mass"] == pytest.approx(0.1875)
+    assert d.support["context_max_unsupported_target_mass"] == pytest.approx(0.25)
+    # the pooled (item, position) check sees other gaps: (2, 1), (1, 2), (3, 2) are never logged, while
+    # (3, 1), logged in request 2, counts as supported although request 0 could never show it
+    assert d.support["unsupported_pairs"] == 3
+    (w,) = [w for w in d.warnings if "could never" in w]
+    assert "18.8% of its mass" in w and "3 (request, item, position) triples" in w and "in 3 contexts" in w
+    res = IPS().estimate(d, n_boot=10)
+    assert res.diagnostics["context_unsupported_triples"] == 3
+    assert res.diagnostics["context_unsupported_target_mass"] == pytest.approx(0.1875)
+    assert any("could never" in x for x in res.warnings)
+    # without the logging frame the context-level check does not run
+    plain = logged_feedback(log, _target(log))
+    assert "context_unsupported_triples" not in plain.support
+    assert IPS().estimate(plain, n_boot=10).diagnostics["context_unsupported_triples"] is None
+
+
+def test_context_support_matches_a_loop_reference():
+    rng = np.random.default_rng(3)
+    n_req, n_items, n_pos = 60, 6, 2
+    log_rows, logging_rows, target_rows = [], [], []
+    for r in range(n_req):
+        for p in range(1, n_pos + 1):
+            lp = rng.random(n_items) * (rng.random(n_items) > 0.3)
+            lp[rng.integers(n_items)] += 0.5  # at least one showable item
+            lp /= lp.sum()
+            tp = rng.random(n_items) * (rng.random(n_items) > 0.2)
+            tp[rng.integers(n_items)] += 0.1
+            tp /= tp.sum()
+            for i in range(n_items):
+                if lp[i] > 0 or rng.random() < 0.5:  # zero-probability items sometimes listed, sometimes absent
+                    logging_rows.append((r, i, p, lp[i]))
+                target_rows.append((r, i, p, tp[i]))
+            shown = rng.choice(n_items, p=lp)
+            log_rows.append((r, shown, p, float(rng.integers(0, 2)), lp[shown]))
+    log = pd.DataFrame(log_rows, columns=["request_id", "item_id", "position", "reward", "propensity"])
+    log["target_probability"] = 0.0
+    logging, target = _logging(logging_rows), _logging(target_rows)
+    d = logged_feedback(log, target, logging=logging)
+    lp_of = {(r, i, p): q for r, i, p, q in logging_rows}
+    triples, per_ctx = 0, {}
+    for r, i, p, q in target_rows:
+        if q > 0 and lp_of.get((r, i, p), 0.0) == 0.0:
+            triples += 1
+            per_ctx[(r, p)] = per_ctx.get((r, p), 0.0) + q
+    assert triples > 10
+    assert d.support["context_unsupported_triples"] == triples
+    assert d.support["context_unsupported_contexts"] == len(per_ctx)
+    assert d.support["context_unsupported_target_mass"] == pytest.approx(sum(per_ctx.values()) / (n_req * n_pos))
+    assert d.support["context_max_unsupported_target_mass"] == pytest.approx(max(per_ctx.values()))
+
+
+def test_full_support_logging_gives_no_context_warning():
+    s = simulate(300, n_items=5, n_positions=2, seed=4)
+    d = logged_feedback(s.log, s.target, logging=s.logging)
+    assert d.support["context_unsupported_triples"] == 0
+    assert d.support["context_unsupported_target_mass"] == 0.0
+    assert not any("could never" in w for w in d.warnings)
+
+
+def test_logging_frame_contract():
+    log, target = _log(), _target(_log())
+    # the logged item (2, 3, 1) with logging probability 0, request 0 position 1 summing to 0.9,
+    # request 1 without a distribution, a propensity that disagrees (0.25 logged, 0.3 in the frame)
+    bad = _logging([
+        (0, 1, 1, 0.5), (0, 2, 1, 0.4),
+        (0, 1, 2, 0.7), (0, 2, 2, 0.3),
+        (2, 1, 1, 1.0), (2, 3, 1, 0.0),
+    ])
+    with pytest.raises(InputError) as e:
+        logged_feedback(log, target, logging=bad)
+    rules = {v.rule: v for v in e.value.violations}
+    assert rules["must sum to 1 within 1e-06 per (request, position)"].n_rows == 1
+    assert rules["must give a distribution for every logged (request, position)"].n_rows == 1
+    assert rules["must be positive for every logged (request, item, position): the logger showed it"].n_rows == 1
+    assert rules["must equal the logging frame's probability within 1e-06"].n_rows == 1
+    with pytest.raises(InputError, match="one row per"):
+        logged_feedback(log, target, logging=pd.concat([_toy_logging(), _toy_logging().head(1)]))
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\]"):
+        logged_feedback(log, target, logging=_toy_logging().assign(probability=lambda f: f.probability * -1))
+    with pytest.raises(UsageError, match="missing required column"):
+        logged_feedback(log, target, logging=_toy_logging().drop(columns="probability"))
+    with pytest.raises(UsageError, match="needs the target frame"):
+        logged_feedback(log, logging=_toy_logging())
+
+
 # ---------------------------------------------------------------- reward models
 
 

@@ -179,6 +179,7 @@ def logged_feedback(
     q_hat_column: str | None = None,
     context_columns: tuple[str, ...] | list[str] = (),
     tol: float = 1e-6,
+    logging=None,
 ) -> LoggedFeedback:
     """Validate logged feedback and a target policy, and reduce them to per-row arrays.
 
@@ -204,6 +205,15 @@ def logged_feedback(
         in a simulation).
     context_columns : columns of ``log`` describing the request context
         (features of the reward model; constant within a request).
+    logging : frame ``request_id, item_id, position, probability``, optional
+        The logging policy's full distribution over candidate items per
+        (request, position), when it is known (e.g. a softmax logger's
+        probabilities for every candidate). Validated like ``target``; the
+        logged items must have positive logging probability equal to their
+        ``propensity`` (within ``tol``). Enables the context-level support
+        check: target mass on (request, item, position) triples the logger
+        could never show (probability 0 or absent) is counted in ``support``
+        and warned about. Needs ``target``.
 
     Raises
     ------
@@ -233,6 +243,11 @@ def logged_feedback(
     warns: list[str] = []
     keys = ["request_id", "position"]
     if target is None:
+        if logging is not None:
+            raise UsageError(
+                "the context-level support check (logging=...) needs the target frame: "
+                "pass target=... with the full target distribution"
+            )
         if "target_probability" not in log.columns:
             raise UsageError("give a target frame or a 'target_probability' column in the log")
         if reward_model is not None or q_hat_column is not None:
@@ -293,6 +308,8 @@ def logged_feedback(
                     ),
                 )
             )
+        if logging is not None:
+            context_support, context_warning = _context_support(log, target, logging, tol, violations)
         if violations:
             raise InputError("logged feedback / target policy", violations)
         merged = log[["request_id", "item_id", "position"]].merge(
@@ -315,6 +332,10 @@ def logged_feedback(
                 f"the target policy puts {mass:.1%} of its mass on {n_pairs} (item, position) pairs never logged: "
                 "IPS-type estimates miss that mass (common support fails)"
             )
+        if logging is not None:
+            support.update(context_support)
+            if context_warning:
+                warns.append(context_warning)
     reward = log["reward"].to_numpy(dtype=np.float64)
     propensity = log["propensity"].to_numpy(dtype=np.float64)
     q_logged = q_target = None
@@ -362,6 +383,96 @@ def logged_feedback(
         model_info,
         refit,
     )
+
+
+def _context_support(log, target, logging, tol: float, violations: list) -> tuple[dict[str, Any], str | None]:
+    """Validate the logging distribution; measure target mass the logger could never show.
+
+    Appends contract violations to ``violations``; returns the support
+    diagnostics and a warning in words (None when every target triple is
+    supported). Only the (request, position) contexts present in the log
+    count: they are the ones the estimates average over.
+    """
+    keys = ["request_id", "position"]
+    triple = ["request_id", "item_id", "position"]
+    logging = _to_pandas(logging)
+    missing = [c for c in ("request_id", "item_id", "probability") if c not in logging.columns]
+    if missing:
+        raise UsageError(f"logging is missing required column(s) {missing}; it has {list(logging.columns)}")
+    logging = logging.reset_index(drop=True)
+    if "position" not in logging.columns:
+        logging["position"] = 1
+    lp = logging["probability"].to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(lp) & (lp >= 0) & (lp <= 1)))
+    if len(bad):
+        violations.append(Violation("logging probability", "must lie in [0, 1]", len(bad), _examples(lp, bad)))
+    sums = logging.groupby(keys, sort=False)["probability"].sum()
+    off = sums[(sums - 1.0).abs() > tol]
+    if len(off):
+        ex = tuple(f"(request {k[0]!r}, position {k[1]!r}) sums to {v:.6g}" for k, v in list(off.items())[:5])
+        violations.append(
+            Violation("logging probability", f"must sum to 1 within {tol:g} per (request, position)", len(off), ex,
+                      "give the logging policy's full distribution over the candidates of each request and position")
+        )
+    dup = logging.duplicated(triple)
+    if dup.any():
+        violations.append(Violation("logging", "must have one row per (request, item, position)", int(dup.sum())))
+    logged_keys = log[keys].drop_duplicates()
+    covered = logged_keys.merge(sums.reset_index()[keys], on=keys, how="left", indicator=True)
+    uncovered = covered["_merge"] == "left_only"
+    if uncovered.any():
+        ex = covered.loc[uncovered, keys].head(5)
+        violations.append(
+            Violation("logging", "must give a distribution for every logged (request, position)", int(uncovered.sum()),
+                      tuple(f"(request {a!r}, position {b!r})" for a, b in ex.itertuples(index=False)))
+        )
+    lookup = logging.loc[~dup, triple + ["probability"]].rename(columns={"probability": "_lp"})
+    # the logged rows: the logger must have been able to show them, with the logged propensity
+    rows = log[triple + ["propensity"]].merge(lookup, on=triple, how="left")
+    row_lp = rows["_lp"].to_numpy(dtype=np.float64)
+    prop = rows["propensity"].to_numpy(dtype=np.float64)
+    # rows of (request, position)s without a logging distribution are reported above
+    known = log[keys].merge(sums.reset_index()[keys].assign(_c=True), on=keys, how="left")["_c"].notna().to_numpy()
+    bad = np.flatnonzero(known & ~(row_lp > 0))
+    if len(bad):
+        violations.append(
+            Violation("logging probability",
+                      "must be positive for every logged (request, item, position): the logger showed it",
+                      len(bad), tuple(f"row {int(r)} (request {rows['request_id'][r]!r}, item {rows['item_id'][r]!r})"
+                                      for r in bad[:5]),
+                      "the logging frame does not describe the policy that produced the log")
+        )
+    bad = np.flatnonzero((row_lp > 0) & (np.abs(row_lp - prop) > tol))
+    if len(bad):
+        violations.append(
+            Violation("propensity", f"must equal the logging frame's probability within {tol:g}", len(bad),
+                      tuple(f"row {int(r)} ({prop[r]!r} vs {row_lp[r]!r})" for r in bad[:5]),
+                      "use one source for the logging probabilities")
+        )
+    # target mass on triples the logger never could show, per logged context
+    t = target.loc[target["probability"] > 0, triple + ["probability"]]
+    t = t.merge(logged_keys, on=keys, how="inner").merge(lookup, on=triple, how="left")
+    outside = ~(t["_lp"].to_numpy(dtype=np.float64) > 0)  # absent (NaN) or 0
+    per_context = t.loc[outside].groupby(keys, sort=False)["probability"].sum()
+    n_contexts = len(logged_keys)
+    mass = float(per_context.sum() / n_contexts) if n_contexts else 0.0
+    support = {
+        "context_unsupported_triples": int(outside.sum()),
+        "context_unsupported_contexts": int((per_context > 0).sum()),
+        "context_unsupported_target_mass": mass,
+        "context_max_unsupported_target_mass": float(per_context.max()) if len(per_context) else 0.0,
+    }
+    warning = None
+    if support["context_unsupported_triples"]:
+        warning = (
+            f"the target policy puts {mass:.1%} of its mass (averaged over the {n_contexts} logged (request, position) "
+            f"contexts; up to {support['context_max_unsupported_target_mass']:.1%} in one) on "
+            f"{support['context_unsupported_triples']} (request, item, position) triples the logging policy could never "
+            f"show (logging probability 0 or absent), in {support['context_unsupported_contexts']} contexts: "
+            "IPS-type estimates miss the reward of that mass (biased towards 0 for non-negative rewards), "
+            "DM and DR extrapolate the reward model there"
+        )
+    return support, warning
 
 
 def _q_target(log, target, q_tgt_rows: np.ndarray) -> np.ndarray:

@@ -217,6 +217,8 @@ def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
         "mean_weight_se": se_w,
         "unsupported_pairs": d.support.get("unsupported_pairs"),
         "unsupported_target_mass": d.support.get("unsupported_target_mass"),
+        "context_unsupported_triples": d.support.get("context_unsupported_triples"),
+        "context_unsupported_target_mass": d.support.get("context_unsupported_target_mass"),
     }
     warns = list(d.warnings)
     if n and ess / n < ESS_WARN_SHARE:
@@ -234,27 +236,26 @@ def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
 
 def _values_and_intervals(
     S: np.ndarray, spans: list, estimators: Sequence, n_units: int, *, interval: str, level: float,
-    n_boot: int, seed: int | None,
+    n_boot: int, seed: int | None, finishes: Sequence | None = None,
 ) -> tuple[list[float], np.ndarray, np.ndarray, str | None]:
     """Point values and intervals of estimators whose statistics are columns ``spans`` of ``S``.
 
     Bootstrap: every estimator is re-applied to the same resampled unit sums;
-    normal: delta method. Returns (values, low, high, bootstrap scheme or None).
+    normal: delta method. ``finishes`` overrides the estimators' ``_finish``
+    (e.g. a finish that depends on the data's layout). Returns (values, low,
+    high, bootstrap scheme or None).
     """
+    fins = [e._finish for e in estimators] if finishes is None else list(finishes)
     total = S.sum(axis=0)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        values = [
-            float(e._finish(total[:, lo:hi])[0]) for e, (lo, hi) in zip(estimators, spans, strict=True)
-        ]
+        values = [float(f(total[:, lo:hi])[0]) for f, (lo, hi) in zip(fins, spans, strict=True)]
     if interval == "bootstrap":
-        shared = [
-            _Shared(S, lo, hi, e._finish) for e, (lo, hi) in zip(estimators, spans, strict=True)
-        ]
+        shared = [_Shared(S, lo, hi, f) for f, (lo, hi) in zip(fins, spans, strict=True)]
         reps, method = bootstrap_replicates(shared, n_units, n_boot=n_boot, seed=seed)
         low, high = percentile_interval(reps, level)
         return values, low, high, method
     z = NormalDist().inv_cdf(0.5 + level / 2)
-    ses = _delta_ses(S, spans, [e._finish for e in estimators])
+    ses = _delta_ses(S, spans, fins)
     low = np.array([v - z * s for v, s in zip(values, ses, strict=True)])
     high = np.array([v + z * s for v, s in zip(values, ses, strict=True)])
     return values, low, high, None

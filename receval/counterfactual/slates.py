@@ -12,6 +12,11 @@ V = E[sum_l r_l]. Four estimators, each with a self-normalised form:
 * :class:`PseudoInverse` (Swaminathan et al. 2017) — additive slate reward,
   here for a logging policy that fills the slots independently (see its doc).
 
+Slates may have different lengths (``slate_feedback(..., varying_length=True)``
+or ``from_arrays(..., length=...)``): the length must be exogenous — fixed by
+the context (screen, number of candidates), the same under both policies — and
+each estimator then works on the slots a slate has (see each docstring).
+
 Build validated data with :func:`slate_feedback` (a long frame, one row per
 shown slot) or :meth:`SlateFeedback.from_arrays`, then call ``estimate`` on an
 estimator or :func:`estimate_slates` on several (one shared bootstrap). As in
@@ -92,6 +97,10 @@ class SlateFeedback:
         (when None the whole-slate probabilities are the products of the conditionals)
     reward_range : (low, high) of one slot reward
     slate_ids : (n,) the slate ids of the rows (sorted by id when built from a frame), or None
+    length : (n,) number of slots of each slate when slates differ in length, else None.
+        Slots beyond a slate's length are padding: reward 0, every probability
+        1 (so every weight 1), which leaves products and sums over the slate's
+        own slots unchanged.
     """
 
     reward: np.ndarray
@@ -103,6 +112,7 @@ class SlateFeedback:
     target_slate_prob: np.ndarray | None = None
     reward_range: tuple[float, float] = (0.0, 1.0)
     slate_ids: np.ndarray | None = None
+    length: np.ndarray | None = None
 
     @property
     def n_slates(self) -> int:
@@ -110,7 +120,22 @@ class SlateFeedback:
 
     @property
     def n_slots(self) -> int:
+        """L, the number of slots (the longest slate's when lengths vary)."""
         return self.reward.shape[1]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(n, L) bool: slot l exists in slate i."""
+        if self.length is None:
+            return np.ones(self.reward.shape, dtype=bool)
+        return np.arange(self.n_slots)[None, :] < self.length[:, None]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(n,) number of slots of each slate."""
+        if self.length is None:
+            return np.full(self.n_slates, self.n_slots, dtype=np.int64)
+        return self.length
 
     @classmethod
     def from_arrays(
@@ -125,11 +150,15 @@ class SlateFeedback:
         target_slate_prob=None,
         reward_range: tuple[float, float] | None = None,
         slate_ids=None,
+        length=None,
     ) -> SlateFeedback:
         """Build from (n, L) arrays (and (n,) slate probabilities), validating every value.
 
-        Raises InputError listing each broken rule (propensities in (0, 1],
-        target probabilities in [0, 1], finite rewards within ``reward_range``).
+        ``length`` (n,) gives each slate's number of slots (1..L) when they
+        differ; entries beyond it are ignored (replaced by padding: reward 0,
+        probabilities 1). Raises InputError listing each broken rule
+        (propensities in (0, 1], target probabilities in [0, 1], finite rewards
+        within ``reward_range``, lengths in 1..L).
         """
 
         def arr(x, ndim):
@@ -158,6 +187,29 @@ class SlateFeedback:
             raise UsageError("give both propensity_cond and target_cond, or neither")
         if (ps is None) != (ts is None):
             raise UsageError("give both slate_propensity and target_slate_prob, or neither")
+        lengths = None
+        if length is not None:
+            lengths = np.asarray(length)
+            if lengths.shape != (r.shape[0],):
+                raise UsageError(f"length has shape {lengths.shape}, expected ({r.shape[0]},)")
+            ok = np.isfinite(lengths.astype(np.float64)) & (lengths >= 1) & (lengths <= r.shape[1])
+            ok &= lengths.astype(np.float64) == np.round(lengths.astype(np.float64))
+            bad = np.flatnonzero(~ok)
+            if len(bad):
+                raise InputError(
+                    "logged slates",
+                    [Violation("length", f"must be an integer in 1..{r.shape[1]} (the number of slots)",
+                               len(bad), _examples(lengths, bad))],
+                )
+            lengths = lengths.astype(np.int64)
+            if (lengths == r.shape[1]).all():
+                lengths = None  # every slate is full: the fixed-length layout
+            else:
+                pad = np.arange(r.shape[1])[None, :] >= lengths[:, None]
+                r = np.where(pad, 0.0, r)
+                p, t = np.where(pad, 1.0, p), np.where(pad, 1.0, t)
+                if pc is not None:
+                    pc, tc = np.where(pad, 1.0, pc), np.where(pad, 1.0, tc)
         v: list[Violation | None] = [
             _prob_violation("propensity", p, False),
             _prob_violation("target probability", t, True),
@@ -172,12 +224,13 @@ class SlateFeedback:
                 _prob_violation("slate propensity", ps, False),
                 _prob_violation("slate target probability", ts, True),
             ]
-        lo, hi = _reward_checks(r.ravel(), reward_range, v, "declare the right reward_range (of one slot's reward)")
+        real = r.ravel() if lengths is None else r[np.arange(r.shape[1])[None, :] < lengths[:, None]]
+        lo, hi = _reward_checks(real, reward_range, v, "declare the right reward_range (of one slot's reward)")
         v = [x for x in v if x is not None]
         if v:
             raise InputError("logged slates", v)
         return cls(
-            r, p, t, pc, tc, ps, ts, (lo, hi), None if slate_ids is None else np.asarray(slate_ids)
+            r, p, t, pc, tc, ps, ts, (lo, hi), None if slate_ids is None else np.asarray(slate_ids), lengths
         )
 
     # --- weights -----------------------------------------------------------------
@@ -207,7 +260,11 @@ class SlateFeedback:
         return np.cumprod(self.target_cond / self.propensity_cond, axis=1)
 
     def pi_weights(self) -> np.ndarray:
-        """(n,) pseudo-inverse weights for independent-slot logging: sum_l w_il - (L - 1)."""
+        """(n,) pseudo-inverse weights for independent-slot logging: sum_l w_il - (L_i - 1).
+
+        Padding slots have weight 1, so the sum over all L slots minus (L - 1)
+        equals the sum over a slate's own L_i slots minus (L_i - 1).
+        """
         return self.slot_weights().sum(axis=1) - (self.n_slots - 1)
 
 
@@ -228,7 +285,7 @@ _TARGET_FRAME = {
 
 
 def slate_feedback(
-    log, target=None, *, reward_range: tuple[float, float] | None = None
+    log, target=None, *, reward_range: tuple[float, float] | None = None, varying_length: bool = False
 ) -> SlateFeedback:
     """Validate a long frame of logged slates and the target's probabilities of them.
 
@@ -236,7 +293,7 @@ def slate_feedback(
     ----------
     log : pandas or polars frame, one row per shown slot
         Required: ``slate_id``, ``position`` (1..L, each once per slate; every
-        slate has the same L), ``reward`` (slot reward), ``propensity``
+        slate has the same L unless ``varying_length``), ``reward`` (slot reward), ``propensity``
         (pi_b(a_l at l), the logging marginal, in (0, 1]). Optional:
         ``item_id``, ``propensity_conditional`` (pi_b(a_l | a_<l), needed by
         RIPS), ``slate_propensity`` (pi_b(s), constant within a slate; else the
@@ -247,6 +304,10 @@ def slate_feedback(
         the logged item at that slot), optional ``conditional_probability``,
         ``slate_probability``; one row per logged (slate, position).
     reward_range : (low, high) of one slot's reward; default the observed range.
+    varying_length : accept slates of different lengths L_i (positions
+        1..L_i each once). The length must be exogenous: fixed by the context
+        and the same under the logging and the target policy. Off by default,
+        so that a slate missing a row is reported rather than taken as short.
 
     Raises
     ------
@@ -304,7 +365,7 @@ def slate_feedback(
                 violations.append(
                     Violation(src, "must not be missing", len(bad), _examples(vals, bad))
                 )
-    # slate structure: same L everywhere, positions 1..L once each
+    # slate structure: positions 1..L_i once each; the same L everywhere unless varying_length
     pos = pd.to_numeric(df["position"], errors="coerce").to_numpy(dtype=np.float64)
     codes, uniq = pd.factorize(df["slate_id"], sort=True)
     order = np.lexsort((pos, codes))
@@ -312,46 +373,54 @@ def slate_feedback(
     n_slates = len(uniq)
     L = int(np.bincount(counts).argmax()) if n_slates else 0
     bad_len = np.flatnonzero(counts != L)
-    if len(bad_len):
+    if len(bad_len) and not varying_length:
         violations.append(
             Violation(
                 "slate_id",
                 f"every slate must have the same number of slots (most have {L})",
                 len(bad_len),
                 tuple(f"slate {_sid(uniq[j])!r} has {counts[j]}" for j in bad_len[:5]),
-                "pad or drop short slates; slates of different lengths are not supported",
+                "pad or drop short slates, or pass varying_length=True (receval ope --varying-length) if slates really differ in length",
             )
         )
     else:
-        expect = np.tile(np.arange(1, L + 1, dtype=np.float64), n_slates)
+        if varying_length and n_slates:
+            L = int(counts.max())
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_slates else np.zeros(0, dtype=np.int64)
+        expect = (np.arange(len(pos)) - np.repeat(starts, counts) + 1).astype(np.float64)
         got = pos[order]
         bad = np.flatnonzero(got != expect)
         if len(bad):
             violations.append(
                 Violation(
                     "position",
-                    "must run 1..L once per slate",
+                    "must run 1..L_i once per slate" if varying_length else "must run 1..L once per slate",
                     len(bad),
                     _examples(pos, order[bad]),
                 )
             )
     if violations:
         raise InputError("logged slates", violations)
+    cell_slate = codes[order]
+    cell_slot = pos[order].astype(np.int64) - 1
+    length = counts if varying_length else None
 
-    def grid(col: str) -> np.ndarray:
-        return df[col].to_numpy(dtype=np.float64)[order].reshape(n_slates, L)
+    def grid(col: str, fill: float = 1.0) -> np.ndarray:
+        g = np.full((n_slates, L), fill)
+        g[cell_slate, cell_slot] = df[col].to_numpy(dtype=np.float64)[order]
+        return g
 
     arrays: dict[str, Any] = {"propensity": grid("propensity")}
     for src, dst in list(_LOG_COLS.items()) + list(tcols.items()):
         if src in df.columns:
             arrays[dst] = grid(src)
     source = {v: k for k, v in list(_LOG_COLS.items()) + list(tcols.items())}
+    exists = np.arange(L)[None, :] < counts[:, None] if n_slates else np.zeros((0, L), dtype=bool)
     for key in ("slate_propensity", "target_slate_prob"):
         if key in arrays:
             g = arrays[key]
-            bad = np.flatnonzero(
-                ~np.all((g == g[:, :1]) | (np.isnan(g) & np.isnan(g[:, :1])), axis=1)
-            )
+            same = (g == g[:, :1]) | (np.isnan(g) & np.isnan(g[:, :1])) | ~exists
+            bad = np.flatnonzero(~np.all(same, axis=1))
             if len(bad):
                 raise InputError(
                     "logged slates",
@@ -374,7 +443,7 @@ def slate_feedback(
     if ("slate_propensity" in arrays) != ("target_slate_prob" in arrays):
         raise UsageError("give both the logging and the target slate probabilities, or neither")
     return SlateFeedback.from_arrays(
-        grid("reward"),
+        grid("reward", 0.0),
         arrays["propensity"],
         arrays["target_prob"],
         propensity_cond=arrays.get("propensity_cond"),
@@ -383,6 +452,7 @@ def slate_feedback(
         target_slate_prob=arrays.get("target_slate_prob"),
         reward_range=reward_range,
         slate_ids=np.asarray(uniq),
+        length=length,
     )
 
 
@@ -406,6 +476,10 @@ class SlateEstimator:
     def _finish(self, s: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
+    def _finisher(self, d: SlateFeedback):
+        """The finish for this data's column layout (the same for every layout but per-slot SN forms)."""
+        return self._finish
+
     def estimate(
         self,
         data: SlateFeedback,
@@ -423,7 +497,8 @@ class SlateEstimator:
     def point(self, data: SlateFeedback) -> float:
         """Point estimate only."""
         cols = self._columns(data, _weights(data, self.weight_kind))
-        return float(self._finish(np.array([[float(c.sum()) for c in cols]]))[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(self._finisher(data)(np.array([[float(c.sum()) for c in cols]]))[0])
 
 
 def _weights(d: SlateFeedback, kind: str) -> np.ndarray:
@@ -445,7 +520,11 @@ class StandardIPS(SlateEstimator):
 
     Assumption: common support of whole slates (pi_b(s) > 0 wherever
     pi_e(s) > 0) and correct slate propensities; any reward structure. Unbiased
-    but high-variance: slate weights are products over slots.
+    but high-variance: slate weights are products over slots. Slates of varying
+    length: pi(s) is the probability of the slate given its length (the
+    product of the conditionals over its own slots), so the length must be
+    exogenous; when a policy chooses the length, give slate probabilities that
+    include that choice.
     """
 
     name: ClassVar[str] = "standard_ips"
@@ -462,8 +541,8 @@ class StandardIPS(SlateEstimator):
 class SNStandardIPS(SlateEstimator):
     """Self-normalised standard IPS: V = sum_i w_i sum_l r_il / sum_i w_i.
 
-    Same assumption as :class:`StandardIPS`; consistent, slightly biased,
-    always within the slate-reward range.
+    Same assumption as :class:`StandardIPS` (also for slates of varying
+    length); consistent, slightly biased, always within the slate-reward range.
     """
 
     name: ClassVar[str] = "sn_standard_ips"
@@ -482,7 +561,9 @@ class IndependentIPS(SlateEstimator):
 
     Assumption: position-based / additive reward — E[r_l | x, s] depends only
     on the item at slot l — and common support of each (item, slot) pair.
-    Biased when slots interact (e.g. a cascade).
+    Biased when slots interact (e.g. a cascade). Slates of varying length: the
+    sum runs over each slate's own slots, the marginals being those of a slate
+    of that length (exogenous length).
     """
 
     name: ClassVar[str] = "independent_ips"
@@ -495,23 +576,50 @@ class IndependentIPS(SlateEstimator):
         return _ratio(s[:, 0], s[:, 1])
 
 
+def _per_slot_sn_columns(d: SlateFeedback, w: np.ndarray) -> list[np.ndarray]:
+    if d.length is None:
+        return list((w * d.reward).T) + list(w.T)
+    m = d.mask.astype(np.float64)
+    return list((w * d.reward * m).T) + list((w * m).T) + list(m.T) + [np.ones(d.n_slates)]
+
+
+def _per_slot_sn_finish(s: np.ndarray) -> np.ndarray:
+    L = s.shape[1] // 2
+    return _ratio(s[:, :L], s[:, L:]).sum(axis=1)
+
+
+def _per_slot_sn_finish_varying(s: np.ndarray) -> np.ndarray:
+    # sum_l (n_l / n) * (sum_i w_il r_il / sum_i w_il), sums over the slates that have slot l;
+    # a slot no resampled slate has contributes 0
+    L = (s.shape[1] - 1) // 3
+    num, den, n_l, n = s[:, :L], s[:, L : 2 * L], s[:, 2 * L : 3 * L], s[:, 3 * L :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where(n_l.real > 0, n_l / n * _ratio(num, den), 0.0)
+    return terms.sum(axis=1)
+
+
 @dataclass(frozen=True)
 class SNIndependentIPS(SlateEstimator):
     """Self-normalised independent IPS: V = sum_l [sum_i w_il r_il / sum_i w_il].
 
     Each slot's term is divided by that slot's mean weight. Same assumption as
-    :class:`IndependentIPS`; within the slate-reward range.
+    :class:`IndependentIPS`; within the slate-reward range. Slates of varying
+    length: V = sum_l (n_l / n) [sum w_il r_il / sum w_il], sums over the n_l
+    slates that have slot l (P(L >= l) is estimated by n_l / n and resampled
+    with the slates).
     """
 
     name: ClassVar[str] = "sn_independent_ips"
     weight_kind: ClassVar[str] = "slot"
 
     def _columns(self, d, w):
-        return list((w * d.reward).T) + list(w.T)
+        return _per_slot_sn_columns(d, w)
 
     def _finish(self, s):
-        L = s.shape[1] // 2
-        return _ratio(s[:, :L], s[:, L:]).sum(axis=1)
+        return _per_slot_sn_finish(s)
+
+    def _finisher(self, d):
+        return _per_slot_sn_finish if d.length is None else _per_slot_sn_finish_varying
 
 
 @dataclass(frozen=True)
@@ -520,7 +628,9 @@ class RewardInteractionIPS(SlateEstimator):
     V = mean_i sum_l r_il prod_{k<=l} pi_e(a_ik | a_i<k) / pi_b(a_ik | a_i<k).
 
     Assumption: cascade reward — E[r_l | x, s] depends only on a_1..a_l (the
-    slots at and above l) — and common support of those prefixes.
+    slots at and above l) — and common support of those prefixes. Slates of
+    varying length: the sum runs over each slate's own slots; the cascade may
+    stop at the slate's end (exogenous length), which changes no earlier slot.
     """
 
     name: ClassVar[str] = "rips"
@@ -537,18 +647,23 @@ class RewardInteractionIPS(SlateEstimator):
 class SNRewardInteractionIPS(SlateEstimator):
     """Self-normalised RIPS: V = sum_l [sum_i W_il r_il / sum_i W_il], W_il the cumulative weight.
 
-    Same assumption as :class:`RewardInteractionIPS`; within the slate-reward range.
+    Same assumption as :class:`RewardInteractionIPS`; within the slate-reward
+    range. Slates of varying length: each slot's term is weighted by n_l / n
+    and normalised over the slates that have slot l, as in
+    :class:`SNIndependentIPS`.
     """
 
     name: ClassVar[str] = "sn_rips"
     weight_kind: ClassVar[str] = "cascade"
 
     def _columns(self, d, w):
-        return list((w * d.reward).T) + list(w.T)
+        return _per_slot_sn_columns(d, w)
 
     def _finish(self, s):
-        L = s.shape[1] // 2
-        return _ratio(s[:, :L], s[:, L:]).sum(axis=1)
+        return _per_slot_sn_finish(s)
+
+    def _finisher(self, d):
+        return _per_slot_sn_finish if d.length is None else _per_slot_sn_finish_varying
 
 
 @dataclass(frozen=True)
@@ -570,6 +685,8 @@ class PseudoInverse(SlateEstimator):
     (E[r | x, s] = sum_l phi(x, l, a_l)), independent-slot logging, and support
     of every (item, slot) pair the target uses. Weights can be negative.
     Logging without replacement (e.g. uniform over rankings) is not supported.
+    Slates of varying length: the identity holds per slate with its own L_i
+    (sum over its slots minus (L_i - 1)), given an exogenous length.
     """
 
     name: ClassVar[str] = "pseudo_inverse"
@@ -586,7 +703,8 @@ class PseudoInverse(SlateEstimator):
 class SNPseudoInverse(SlateEstimator):
     """Self-normalised pseudo-inverse: V = sum_i w_i r_i / sum_i w_i, w_i the PI weight.
 
-    Same assumptions and support as :class:`PseudoInverse`. The PI weights
+    Same assumptions and support as :class:`PseudoInverse` (also for slates of
+    varying length). The PI weights
     have mean 1 but can be negative, so unlike the other self-normalised
     forms this one is not guaranteed to stay within the reward range.
     """
@@ -601,16 +719,29 @@ class SNPseudoInverse(SlateEstimator):
         return _ratio(s[:, 0], s[:, 1])
 
 
-def _weight_diagnostics(w: np.ndarray, kind: str) -> tuple[dict[str, Any], list[str]]:
-    flat = w.ravel()
+def _weight_diagnostics(
+    w: np.ndarray, kind: str, mask: np.ndarray | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Weight diagnostics; ``mask`` (n, L) keeps per-slot weights of the slots a slate has."""
+    if w.ndim == 2 and mask is not None:
+        flat = w[mask]
+        n_l = mask.sum(axis=0)
+        wm = np.where(mask, w, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = wm.sum(axis=0) / n_l
+            var = (np.where(mask, (w - means) ** 2, 0.0)).sum(axis=0) / (n_l - 1)
+            ses = np.sqrt(var / n_l)
+        m = int(n_l.min()) if len(n_l) else 0
+    else:
+        flat = w.ravel()
+        cols = w if w.ndim == 2 else w[:, None]
+        m = cols.shape[0]
+        means = cols.mean(axis=0) if m else np.full(cols.shape[1], math.nan)
+        ses = cols.std(axis=0, ddof=1) / math.sqrt(m) if m > 1 else np.full(cols.shape[1], math.nan)
     n = len(flat)
     s1, s2 = float(flat.sum()), float((flat * flat).sum())
     ess = s1 * s1 / s2 if s2 > 0 else 0.0
     q50, q90, q99 = np.quantile(flat, [0.5, 0.9, 0.99]) if n else (math.nan,) * 3
-    cols = w if w.ndim == 2 else w[:, None]
-    m = cols.shape[0]
-    means = cols.mean(axis=0) if m else np.full(cols.shape[1], math.nan)
-    ses = cols.std(axis=0, ddof=1) / math.sqrt(m) if m > 1 else np.full(cols.shape[1], math.nan)
     diag: dict[str, Any] = {
         "weights": {
             "slate": "whole-slate",
@@ -636,7 +767,10 @@ def _weight_diagnostics(w: np.ndarray, kind: str) -> tuple[dict[str, Any], list[
             f"ESS is {ess / n:.1%} of the {kind} weights: the estimate rests on about {ess:.0f} of {n} "
             f"(max weight {diag['max_weight']:.3g})"
         )
-    off = [j for j in range(len(means)) if m > 1 and abs(means[j] - 1.0) > 4 * ses[j] + 1e-9]
+    off = [
+        j for j in range(len(means))
+        if m > 1 and np.isfinite(ses[j]) and abs(means[j] - 1.0) > 4 * ses[j] + 1e-9
+    ]
     if off:
         where = "" if w.ndim == 1 else f" at slot(s) {[j + 1 for j in off]}"
         warns.append(
@@ -683,15 +817,20 @@ def estimate_slates(
         S[:, j] = c
     del cols
     values, low, high, method = _values_and_intervals(
-        S, spans, estimators, data.n_slates, interval=interval, level=level, n_boot=n_boot, seed=seed
+        S, spans, estimators, data.n_slates, interval=interval, level=level, n_boot=n_boot, seed=seed,
+        finishes=[e._finisher(data) for e in estimators],
     )
     if interval == "bootstrap":
         how = f"bootstrap ({method}, {n_boot} resamples of slates)"
     else:
         how = "normal (delta method over slates)"
-    diags = {k: _weight_diagnostics(w, k) for k, w in weights.items()}
+    mask = None if data.length is None else data.mask
+    diags = {k: _weight_diagnostics(w, k, mask) for k, w in weights.items()}
     L = data.n_slots
-    lo_r, hi_r = L * data.reward_range[0], L * data.reward_range[1]
+    lens = data.lengths
+    short = int(lens.min()) if len(lens) else L
+    lo_r = min(short * data.reward_range[0], L * data.reward_range[0])
+    hi_r = max(short * data.reward_range[1], L * data.reward_range[1])
     pi_warn = None
     if any(e.weight_kind == "pi" for e in estimators) and data.propensity_cond is not None:
         if not np.allclose(data.propensity_cond, data.propensity, rtol=1e-9, atol=1e-12):
@@ -703,6 +842,8 @@ def estimate_slates(
     for j, e in enumerate(estimators):
         d, w = diags[e.weight_kind]
         diag = dict(d, n_slates=data.n_slates, n_slots=L)
+        if data.length is not None:
+            diag.update(min_slots=short, mean_slots=float(lens.mean()))
         warns = list(w)
         if e.weight_kind == "pi" and pi_warn:
             warns.append(pi_warn)
@@ -760,13 +901,14 @@ class SyntheticSlates:
     context: np.ndarray
 
 
-def _value(pi: np.ndarray, q: np.ndarray, click_model: str) -> float:
+def _value(pi: np.ndarray, q: np.ndarray, click_model: str, reach: np.ndarray) -> float:
+    """Expected slate reward; ``reach[l]`` = P(the slate has slot l + 1), independent of the context."""
     m = np.einsum("xla,xal->xl", pi, q)  # expected click prob at each slot, per context
     if click_model == "additive":
-        return float(m.sum(axis=1).mean())
-    # cascade with independent slots: E[r_l] = m_l prod_{k<l} (1 - m_k)
+        return float((m * reach).sum(axis=1).mean())
+    # cascade with independent slots: E[r_l] = m_l prod_{k<l} (1 - m_k); a slate's end cuts no earlier slot
     above = np.cumprod(np.concatenate([np.ones((m.shape[0], 1)), 1 - m[:, :-1]], axis=1), axis=1)
-    return float((m * above).sum(axis=1).mean())
+    return float((m * above * reach).sum(axis=1).mean())
 
 
 def simulate_slates(
@@ -782,6 +924,7 @@ def simulate_slates(
     base_logit: float = -1.0,
     seed: int = 0,
     frame: bool = True,
+    min_slots: int | None = None,
 ) -> SyntheticSlates:
     """Simulate ``n_slates`` slates of ``n_slots`` from per-slot independent softmax policies.
 
@@ -796,10 +939,17 @@ def simulate_slates(
         first click, so E[r_l | s] = q(a_l) prod_{k<l} (1 - q(a_k)) (standard
         IPS and RIPS unbiased; independent IPS and PI biased).
 
+    min_slots : slates of varying length: each slate's length is drawn
+        uniformly from min_slots..n_slots, independently of the context and of
+        both policies (an exogenous length); slots beyond it are not shown.
+        The log and ``data`` then hold slates of varying length.
+
     The population is fixed by ``seed``; the sample also depends on ``n_slates``.
     """
     if click_model not in ("additive", "cascade"):
         raise UsageError(f"click_model must be 'additive' or 'cascade', got {click_model!r}")
+    if min_slots is not None and not 1 <= min_slots <= n_slots:
+        raise UsageError(f"min_slots must lie in 1..n_slots ({n_slots}), got {min_slots}")
     rng = np.random.default_rng(seed)
     alpha = rng.normal(0, 0.5, n_contexts) + base_logit
     beta = rng.normal(0, 0.8, n_items)
@@ -811,8 +961,11 @@ def simulate_slates(
     ) * rng.normal(0, 1, (n_contexts, n_slots, n_items))
     pi_b = _softmax(b_scores / logging_temperature)
     pi_e = _softmax(e_scores / target_temperature)
-    true_value = _value(pi_e, q, click_model)
-    logging_value = _value(pi_b, q, click_model)
+    lo_len = n_slots if min_slots is None else min_slots
+    # P(the slate has slot k + 1) for a length uniform on lo_len..n_slots
+    reach = np.array([(n_slots - max(lo_len, k + 1) + 1) / (n_slots - lo_len + 1) for k in range(n_slots)])
+    true_value = _value(pi_e, q, click_model, reach)
+    logging_value = _value(pi_b, q, click_model, reach)
 
     drng = np.random.default_rng([seed, n_slates])
     x = drng.integers(0, n_contexts, n_slates)
@@ -825,6 +978,10 @@ def simulate_slates(
     slot_idx = np.arange(n_slots)[None, :]
     qa = q[x[:, None], item, slot_idx]
     clicks = drng.random((n_slates, n_slots)) < qa
+    length = None
+    if min_slots is not None:
+        length = np.random.default_rng([seed, n_slates, 1]).integers(min_slots, n_slots + 1, n_slates)
+        clicks &= np.arange(n_slots)[None, :] < length[:, None]
     if click_model == "cascade":
         first = np.cumsum(clicks, axis=1) == 1
         reward = (clicks & first).astype(np.float64)
@@ -832,6 +989,9 @@ def simulate_slates(
         reward = clicks.astype(np.float64)
     pb = pi_b[x[:, None], slot_idx, item]
     pe = pi_e[x[:, None], slot_idx, item]
+    if length is not None:  # slots beyond a slate's length are not part of it
+        shown = np.arange(n_slots)[None, :] < length[:, None]
+        pb, pe = np.where(shown, pb, 1.0), np.where(shown, pe, 1.0)
     data = SlateFeedback.from_arrays(
         reward,
         pb,
@@ -842,6 +1002,7 @@ def simulate_slates(
         target_slate_prob=pe.prod(axis=1),
         reward_range=(0.0, 1.0),
         slate_ids=np.arange(n_slates),
+        length=length,
     )
     log = None
     if frame:
@@ -860,4 +1021,6 @@ def simulate_slates(
                 "target_slate_probability": np.repeat(data.target_slate_prob, n_slots),
             }
         )
+        if length is not None:
+            log = log[(np.arange(n_slots)[None, :] < length[:, None]).ravel()].reset_index(drop=True)
     return SyntheticSlates(data, log, true_value, logging_value, pi_b, pi_e, q, x)

@@ -38,12 +38,15 @@ class SyntheticBandit:
     target : request_id, item_id, position, probability, q_true
     true_value : exact value of the target policy (mean reward per row)
     logging_value : exact value of the logging policy
+    logging : request_id, item_id, position, probability: the logging policy's
+        full distribution (for ``logged_feedback(..., logging=...)``)
     """
 
     log: pd.DataFrame
     target: pd.DataFrame
     true_value: float
     logging_value: float
+    logging: pd.DataFrame | None = None
 
 
 def simulate(
@@ -120,4 +123,7 @@ def simulate(
             "q_true": q[tx, t_item, t_pos],
         }
     )
-    return SyntheticBandit(log, target, true_value, logging_value)
+    logging = pd.DataFrame(
+        {"request_id": t_req, "item_id": t_item, "position": t_pos + 1, "probability": pi_b[tx, t_item]}
+    )
+    return SyntheticBandit(log, target, true_value, logging_value, logging)

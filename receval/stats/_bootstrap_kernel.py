@@ -1,0 +1,296 @@
+"""Fused Poisson(1) bootstrap kernel (numba): replicate sums without a weight matrix.
+
+For B replicates, n units and a per-unit statistics matrix x of k columns the
+kernel computes S[b, :] = sum_i w_bi x_i with w_bi ~ Poisson(1), generating
+each weight where it is consumed, so the B x n weight matrix never exists.
+Importing this module imports numba; ``receval.stats.bootstrap`` imports it
+only when the fused scheme runs.
+
+The weights (counter-based: each is a function of (seed, b, i) alone):
+
+* The seed goes through ``numpy.random.SeedSequence`` to one 64-bit root r.
+* Replicate b owns a SplitMix64 stream (Steele, Lea & Flood 2014), the b-th
+  "split" of a root stream: start s_b = mix64(r + (2b+1) G) and increment
+  g_b = mix_gamma(r + (2b+2) G), with G = 0x9E3779B97F4A7C15. The increment
+  is odd with enough bit flips, so replicates walk different Weyl sequences.
+* Unit i of replicate b takes output i of that stream, the 64-bit uniform
+  u = mix64(s_b + (i+1) g_b) (arithmetic mod 2^64).
+* Its weight is the Poisson(1) quantile of u, the number of thresholds
+  T_k = round(2^64 P(X <= k)) with u >= T_k; the CDF is computed in 60-digit
+  decimal arithmetic, so every probability is exact to 2^-64 and weights run
+  from 0 to 20.
+
+A weight does not depend on n, on how units are chunked, on how replicates are
+split among threads, or on which statistics ride along; ``reference_weights``
+recomputes them in pure Python. Each replicate's sums are accumulated in a
+fixed order (unit chunks of fixed size, aligned groups of four replicates, the
+same vectorised loop for every column), so they are identical for any number of
+threads and do not depend on the other columns; columns of small integers
+(counts, ones) are summed exactly.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba as nb
+import numpy as np
+
+__all__ = ["poisson_sums", "poisson_thresholds", "poisson_weights", "reference_weights", "root_key"]
+
+GOLDEN = 0x9E3779B97F4A7C15
+MASK64 = (1 << 64) - 1
+UNIT_CHUNK = 512  # units per chunk: the weight buffers and the column chunks stay in L1/L2
+REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
+MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
+GROUP = 4  # replicates summed together: each column chunk is loaded once for four
+_FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
+
+
+def poisson_thresholds() -> np.ndarray:
+    """T_k = round(2^64 P(X <= k)) for Poisson(1) X, every k with T_k < 2^64 (20 values)."""
+    ctx = decimal.Context(prec=60)
+    e_inv = ctx.exp(decimal.Decimal(-1))
+    scale = decimal.Decimal(2**64)
+    out: list[int] = []
+    cdf = decimal.Decimal(0)
+    for k in range(64):
+        cdf = ctx.add(cdf, ctx.divide(e_inv, decimal.Decimal(math.factorial(k))))
+        t = int(ctx.multiply(cdf, scale).to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+        if t >= 2**64:
+            break
+        out.append(t)
+    return np.array(out, dtype=np.uint64)
+
+
+def root_key(seed: int | None) -> int:
+    """The 64-bit root of the replicate streams for a seed (None: fresh entropy)."""
+    return int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0])
+
+
+# ---------------------------------------------------------------------------
+# pure-Python reference (slow; the tests compare the kernel with it)
+# ---------------------------------------------------------------------------
+
+
+def _py_mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def _py_mix_gamma(z: int) -> int:
+    z = ((z ^ (z >> 33)) * 0xFF51AFD7ED558CCD) & MASK64
+    z = ((z ^ (z >> 33)) * 0xC4CEB9FE1A85EC53) & MASK64
+    z = (z ^ (z >> 33)) | 1
+    if bin(z ^ (z >> 1)).count("1") < 24:
+        z ^= 0xAAAAAAAAAAAAAAAA
+    return z
+
+
+def reference_weights(root: int, replicates: range, units: range) -> np.ndarray:
+    """Weights of the given replicates (rows) and units (columns), in pure Python (slow: tests)."""
+    t = [int(v) for v in poisson_thresholds()]
+    out = np.empty((len(replicates), len(units)), dtype=np.uint8)
+    for r, b in enumerate(replicates):
+        s = _py_mix64((root + (2 * b + 1) * GOLDEN) & MASK64)
+        g = _py_mix_gamma((root + (2 * b + 2) * GOLDEN) & MASK64)
+        for c, i in enumerate(units):
+            u = _py_mix64((s + (i + 1) * g) & MASK64)
+            out[r, c] = sum(u >= tk for tk in t)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# compiled kernels
+# ---------------------------------------------------------------------------
+
+_U64 = nb.types.uint64
+
+
+@nb.njit(inline="always")
+def _mix64(z):
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+@nb.njit(inline="always")
+def _mix_gamma(z):
+    z = (z ^ (z >> _U64(33))) * _U64(0xFF51AFD7ED558CCD)
+    z = (z ^ (z >> _U64(33))) * _U64(0xC4CEB9FE1A85EC53)
+    z = (z ^ (z >> _U64(33))) | _U64(1)
+    v = z ^ (z >> _U64(1))
+    flips = 0
+    while v:
+        v &= v - _U64(1)
+        flips += 1
+    if flips < 24:
+        z ^= _U64(0xAAAAAAAAAAAAAAAA)
+    return z
+
+
+@nb.njit(cache=True)
+def _streams(root, b0, b1):
+    starts = np.empty(b1 - b0, dtype=np.uint64)
+    gammas = np.empty(b1 - b0, dtype=np.uint64)
+    g = _U64(GOLDEN)
+    for b in range(b0, b1):
+        starts[b - b0] = _mix64(root + _U64(2 * b + 1) * g)
+        gammas[b - b0] = _mix_gamma(root + _U64(2 * b + 2) * g)
+    return starts, gammas
+
+
+@nb.njit(inline="always")
+def _quantile(u, t):
+    w = 0
+    while w < len(t) and u >= t[w]:
+        w += 1
+    return w
+
+
+@nb.njit(inline="always")
+def _chunk_weights(start, gamma, lo, hi, t, wbuf):
+    """Weights of units lo..hi-1 of one stream into wbuf[: hi - lo]; returns their sum."""
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
+    total = 0
+    n_tail = 0
+    z = start + _U64(lo) * gamma
+    for i in range(hi - lo):
+        z += gamma
+        u = _mix64(z)
+        c = (
+            np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
+            + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+        )
+        n_tail += np.int64(u >= t7)
+        total += c
+        wbuf[i] = np.float64(c)
+    if n_tail:  # about 0.5% of chunks of 512 units
+        z = start + _U64(lo) * gamma
+        for i in range(hi - lo):
+            z += gamma
+            u = _mix64(z)
+            if u >= t7:
+                w = _quantile(u, t)
+                total += w - _FAST
+                wbuf[i] = np.float64(w)
+    return total
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
+    """Sums of replicates b0..b1-1 (multiples of GROUP) into out[b0:b1], wsum[b0:b1].
+
+    One pass over xt in chunks of units; per chunk, each group of 4 replicates
+    draws its weights and then reads every column chunk once for all four.
+    """
+    k, n = xt.shape
+    w = np.empty((GROUP, chunk))
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        m = hi - lo
+        for b in range(b0, b1, GROUP):
+            for r in range(GROUP):
+                wsum[b + r] += _chunk_weights(starts[b + r], gammas[b + r], lo, hi, t, w[r])
+            w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+            for j in range(k):
+                xj = xt[j, lo:hi]  # a 1-D view: contiguous loads (xt[j, lo + i] would gather)
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
+                for i in range(m):
+                    x = xj[i]
+                    a0 += w0[i] * x
+                    a1 += w1[i] * x
+                    a2 += w2[i] * x
+                    a3 += w3[i] * x
+                out[b, j] += a0
+                out[b + 1, j] += a1
+                out[b + 2, j] += a2
+                out[b + 3, j] += a3
+
+
+@nb.njit(cache=True, nogil=True)
+def _weights_block(starts, gammas, t, n, out):
+    for r in range(len(starts)):
+        z = starts[r]
+        g = gammas[r]
+        for i in range(n):
+            z += g
+            out[r, i] = _quantile(_mix64(z), t)
+
+
+_T: np.ndarray | None = None
+
+
+def _thresholds() -> np.ndarray:
+    global _T
+    if _T is None:
+        _T = poisson_thresholds()
+    return _T
+
+
+def default_threads() -> int:
+    """Worker threads for the kernel: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def poisson_sums(
+    xt: np.ndarray,
+    n_boot: int,
+    root: int,
+    *,
+    chunk: int = UNIT_CHUNK,
+    block: int = REPLICATE_BLOCK,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums S[b, j] = sum_i w_bi xt[j, i] and weight totals sum_i w_bi, b < n_boot.
+
+    ``xt`` is the statistics matrix transposed, shape (k, n). Blocks of
+    ``block`` replicates run on ``threads`` threads (default: the CPUs
+    available, one for fewer than 2^22 replicate-unit cells); each block makes one pass over ``xt`` in chunks of ``chunk``
+    units. None of the three changes a weight; sums depend on ``chunk`` only
+    through float rounding, and not at all on ``block`` or ``threads``.
+    """
+    if chunk < 1 or block < 1:
+        raise ValueError("chunk and block must be positive")
+    xt = np.ascontiguousarray(xt, dtype=np.float64)
+    # replicates run in aligned groups of GROUP (the last group padded), so every
+    # replicate's arithmetic is the same whatever n_boot, block or threads
+    padded = -(-n_boot // GROUP) * GROUP
+    block = -(-block // GROUP) * GROUP
+    out = np.zeros((padded, xt.shape[0]))
+    wsum = np.zeros(padded)
+    t = _thresholds()
+    starts, gammas = _streams(np.uint64(root), 0, padded)
+    blocks = [(b0, min(b0 + block, padded)) for b0 in range(0, padded, block)]
+    if threads is None:
+        threads = default_threads() if padded * xt.shape[1] >= MIN_THREADED_CELLS else 1
+
+    def run(span: tuple[int, int]) -> None:
+        _sums_block(xt, starts, gammas, t, span[0], span[1], int(chunk), out, wsum)
+
+    if threads <= 1 or len(blocks) <= 1:
+        for span in blocks:
+            run(span)
+    else:  # the kernel releases the GIL; each block writes only its own rows
+        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
+            list(pool.map(run, blocks))
+    return out[:n_boot], wsum[:n_boot]
+
+
+def poisson_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:
+    """The weights of replicates b0..b1-1 for units 0..n-1, shape (b1 - b0, n), uint8."""
+    starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
+    out = np.empty((b1 - b0, n), dtype=np.uint8)
+    _weights_block(starts, gammas, _thresholds(), int(n), out)
+    return out
