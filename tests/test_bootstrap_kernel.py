@@ -280,3 +280,44 @@ def test_bootstrap_of_a_large_mean_agrees_across_schemes():
     width = numpy_.high[0] - numpy_.low[0]
     assert abs(fused.low[0] - numpy_.low[0]) < 0.08 * width
     assert abs(fused.high[0] - numpy_.high[0]) < 0.08 * width
+
+
+def test_csr_kernel_equals_dense_product_with_the_same_weights():
+    import scipy.sparse as sp
+
+    from receval.stats._bootstrap_kernel import poisson_sums_csr, poisson_weights
+
+    x = sp.random(3000, 40, density=0.05, random_state=7, format="csr")
+    x.data = np.round(x.data * 8)  # small integers: sums are exact, so equality is exact
+    s, wsum = poisson_sums_csr(x.indptr, x.indices, x.data, 40, 5, 37, 987654321)
+    w = poisson_weights(3000, 5, 37, 987654321).astype(np.float64)
+    assert np.array_equal(s, w @ x.toarray())
+    assert np.array_equal(wsum, w.sum(axis=1))
+    for threads in (1, 2, 3):
+        s2, _ = poisson_sums_csr(x.indptr, x.indices, x.data, 40, 5, 37, 987654321, threads=threads)
+        assert np.array_equal(s2, s)
+
+
+def test_sparse_and_dense_statistics_share_replicates_in_the_fused_scheme():
+    import scipy.sparse as sp
+
+    from receval.stats.bootstrap import bootstrap_replicates
+
+    rng = np.random.default_rng(2)
+    dense = np.column_stack([rng.integers(0, 5, 2000).astype(float), np.ones(2000)])
+
+    class S:
+        def __init__(self, m):
+            self.stats = m
+
+        @staticmethod
+        def finish(s):
+            return np.asarray(s)[:, 0] / np.asarray(s)[:, 1]
+
+    a, b = S(dense), S(sp.csr_matrix(dense))
+    reps, method = bootstrap_replicates([a, b], 2000, n_boot=64, seed=11, method="poisson-fused")
+    assert method == "poisson-fused"
+    assert np.array_equal(reps[:, 0], reps[:, 1])
+    # two statistics on one sparse matrix share a single product (same numbers, computed once)
+    reps2, _ = bootstrap_replicates([b, b], 2000, n_boot=64, seed=11, method="poisson")
+    assert np.array_equal(reps2[:, 0], reps2[:, 1])

@@ -419,6 +419,11 @@ def exposure_audit(
 
     # ---- group quantities: functions of the column sums of [A | R | 1]
     m_stats = np.hstack([a_mat, r_mat, np.ones((n_req, 1))])
+    if n_groups > _DENSE_MAX_GROUPS:
+        # a request touches at most k groups: with many groups (providers) the
+        # request x group matrix is mostly zeros and the bootstrap product costs
+        # O(n_boot x nonzeros) in sparse form instead of O(n_boot x requests x groups)
+        m_stats = sp.csr_matrix(m_stats)
     merit = target == "merit"
     if merit:
         fixed_target = None
@@ -539,6 +544,10 @@ def exposure_audit(
             "requests_awrf_undefined": int((~awrf_ok).sum()),
         },
     )
+
+
+#: above this many groups the per-request group statistics are kept sparse
+_DENSE_MAX_GROUPS = 16
 
 
 def _n_req_w(s: np.ndarray) -> np.ndarray:

@@ -271,9 +271,13 @@ def _replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed: int 
                 out[row : row + b, j] = stats[j].finish(sums[first[id(stats[j].stats)]])
             if sparse:
                 wf = w.astype(np.float64)
+                shared: dict[int, np.ndarray] = {}  # one product per distinct sparse matrix
                 for j in sparse:  # scipy.sparse
-                    out[row : row + b, j] = stats[j].finish(np.asarray((stats[j].stats.T @ wf.T).T))
-                del wf
+                    key = first[id(stats[j].stats)]
+                    if key not in shared:
+                        shared[key] = np.asarray((stats[j].stats.T @ wf.T).T)
+                    out[row : row + b, j] = stats[j].finish(shared[key])
+                del wf, shared
         row += b
     return out
 
@@ -333,14 +337,21 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
             for jj in dense:
                 if first[id(stats[jj].stats)] == j:
                     out[:, jj] = stats[jj].finish(own)
-        if sparse:
-            row = 0
-            block = max(1, min(n_boot, _BLOCK_CELLS // max(n, 1)))
-            for w in _fused_weight_blocks(n, n_boot, root, block):
-                wf = w.astype(np.float64)
-                for j in sparse:  # scipy.sparse
-                    out[row : row + len(w), j] = stats[j].finish(np.asarray((stats[j].stats.T @ wf.T).T))
-                row += len(w)
+        # scipy.sparse statistics: the compiled CSR kernel, the same weights, products shared by identity
+        from receval.stats._bootstrap_kernel import poisson_sums_csr
+
+        for j in sparse:
+            if first[id(stats[j].stats)] != j:
+                continue
+            csr = stats[j].stats.tocsr()
+            m = csr.shape[1]
+            block = max(1, min(n_boot, _BLOCK_CELLS // max(m, 1)))  # bounds the (replicates x columns) output
+            for b0 in range(0, n_boot, block):
+                b1 = min(b0 + block, n_boot)
+                part, _ = poisson_sums_csr(csr.indptr, csr.indices, csr.data, m, b0, b1, root)
+                for jj in sparse:
+                    if first[id(stats[jj].stats)] == j:
+                        out[b0:b1, jj] = stats[jj].finish(part)
     return out
 
 
