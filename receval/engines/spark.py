@@ -336,7 +336,7 @@ def score_spark(
     missing_in_labels: str = "ignore",
     name: str = "run",
     slice_columns: tuple[str, ...] = (),
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ):
     """:func:`receval.evaluation.score` on Spark; returns a :class:`~receval.evaluation.Scored`."""
     import polars as pl
@@ -393,8 +393,10 @@ def score_spark(
     out_schema = _out_schema(spec, run_df)
     arrow_schema = to_arrow_schema(out_schema)
 
+    rows = int(chunk_rows or CHUNK_ROWS)
+
     def kernel(batches):
-        yield from _run_partition(batches, spec, arrow_schema, chunk_rows)
+        yield from _run_partition(batches, spec, arrow_schema, rows)
 
     with _quiet_pandas_check():
         per_request = union.mapInArrow(kernel, out_schema)
