@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import polars as pl
