@@ -150,7 +150,7 @@ def _check_values(frames: list[_Frame]) -> list[int]:
         for j, n in enumerate(counts):
             if n:
                 c = f.checks[j].column
-                ex = f.lf.filter(_bad(f.checks[j])).select("request_id", "item_id", c).head(3).collect()
+                ex = f.lf.filter(_bad(f.checks[j])).select("request_id", "item_id", pl.col(c).alias("__value")).head(3).collect()
                 examples[j] = [format_example(r, i, _show(v)) for r, i, v in ex.iter_rows()]
         raise_value_violations(f.name, f.mapping, f.checks, counts, examples)
     return [int(r["__rows"][0]) for r in results]

@@ -1,0 +1,112 @@
+"""The streaming (out-of-core) engine gives the numbers of the in-memory engine.
+
+Inputs are Parquet files or LazyFrames; small ``bucket_rows`` force the
+hash-partitioned path (buckets written to disk by polars' streaming sink), so
+the tests cover the code a larger-than-memory input takes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+from _engine_data import CALIBRATION, RANKING, make_data
+
+import receval
+from receval.engines import streaming
+from receval.errors import InputError, UsageError
+
+
+@pytest.fixture
+def small_buckets(monkeypatch):
+    monkeypatch.setattr(streaming, "BUCKET_ROWS", 150)  # about 10 buckets for make_data's ~1,000 rows
+
+
+def assert_same_result(local, other):
+    assert other.counts == local.counts
+    for name, a in local.summary.items():
+        b = other.summary[name]
+        assert math.isclose(b.mean, a.mean, rel_tol=0, abs_tol=1e-9), name
+        assert (b.ci_low, b.ci_high) == (a.ci_low, a.ci_high), name
+    assert other.per_request_polars().equals(local.per_request_polars())
+    assert other.to_dict() == local.to_dict()
+
+
+@pytest.mark.parametrize("id_type", ["str", "int"])
+def test_every_supported_metric_equals_local(tmp_path, small_buckets, id_type):
+    run, labels = make_data(3 if id_type == "str" else 4, id_type)
+    path = tmp_path / "run.parquet"
+    run.sample(fraction=1.0, shuffle=True, seed=1).write_parquet(path)  # any row order on disk
+    metrics = RANKING + CALIBRATION
+    local = receval.evaluate(run, labels, metrics)
+    assert_same_result(local, receval.evaluate(str(path), labels.lazy(), metrics, engine="streaming"))
+    kwargs = dict(missing_in_run="ignore", missing_in_labels="zero", bootstrap="poisson", seed=3)
+    assert_same_result(receval.evaluate(run, labels, metrics, **kwargs),
+                       receval.evaluate(path, labels, metrics, engine="streaming", **kwargs))
+
+
+def test_one_bucket_and_many_buckets_agree(tmp_path, monkeypatch):
+    run, labels = make_data(5, "str")
+    parts = tmp_path / "run"
+    parts.mkdir()
+    for i, part in enumerate(run.sample(fraction=1.0, shuffle=True, seed=2).iter_slices(300)):
+        part.write_parquet(parts / f"part-{i}.parquet")  # a directory of Parquet files
+    metrics = ["ndcg@10", "map", "ece(bins=5)"]
+    one = receval.evaluate(parts, labels, metrics, engine="streaming", by="country")
+    monkeypatch.setattr(streaming, "BUCKET_ROWS", 100)
+    many = receval.evaluate(parts, labels, metrics, engine="streaming", by="country")
+    assert_same_result(one, many)
+    assert many.slices.equals(one.slices)
+    assert_same_result(receval.evaluate(run, labels, metrics, by="country"), many)
+
+
+def test_labels_from_the_run(small_buckets):
+    run, labels = make_data(6, "int")
+    impressions = run.join(labels, on=["request_id", "item_id"], how="left").with_columns(pl.col("label").fill_null(0.0))
+    local = receval.evaluate(impressions, None, ["ndcg@10", "brier"])
+    assert_same_result(local, receval.evaluate(impressions.lazy(), None, ["ndcg@10", "brier"], engine="streaming"))
+
+
+def test_compare_equals_local(small_buckets):
+    run, labels = make_data(7, "str")
+    cand = run.with_columns(score=pl.col("score").reverse().over("request_id"))
+    local = receval.compare({"a": run, "b": cand}, labels, ["ndcg@10", "mrr"], unit="user", missing_in_run="ignore")
+    other = receval.compare({"a": run.lazy(), "b": cand.lazy()}, labels, ["ndcg@10", "mrr"], unit="user",
+                            missing_in_run="ignore", engine="streaming")
+    assert other.to_dict() == local.to_dict()
+
+
+def _bad_cases():
+    run, labels = make_data(8, "str", n_requests=12)
+    row = pl.int_range(pl.len())
+    return {
+        "null-item-id": (run.with_columns(pl.when(row == 1).then(None).otherwise(pl.col("item_id")).alias("item_id")), labels, ["ndcg"]),
+        "nan-score": (run.with_columns(pl.when(row < 2).then(float("nan")).otherwise(pl.col("score")).alias("score")), labels, ["ndcg"]),
+        "non-finite-label": (run, labels.with_columns(pl.when(row == 0).then(float("-inf")).otherwise(pl.col("label")).alias("label")), ["ndcg"]),
+        "missing-column": (run.drop("item_id"), labels, ["ndcg"]),
+        "float-request-ids": (run.with_columns(row.cast(pl.Float64).alias("request_id")), labels, ["ndcg"]),
+        "duplicate-run-rows": (pl.concat([run, run.head(2)]), labels, ["ndcg"]),
+        "duplicate-label-rows": (run, pl.concat([labels, labels.head(2)]), ["ndcg"]),
+        "prediction-out-of-range": (run.with_columns(pl.when(row == 4).then(-0.5).otherwise(pl.col("prediction")).alias("prediction")), labels, ["ece"]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_bad_input_gets_the_local_error(small_buckets, case):
+    run, labels, metrics = _bad_cases()[case]
+    with pytest.raises(InputError) as local:
+        receval.evaluate(run, labels, metrics)
+    with pytest.raises(InputError) as other:
+        receval.evaluate(run.lazy(), labels.lazy(), metrics, engine="streaming")
+    describe = [(v.column, v.rule, v.n_rows) for v in local.value.violations]
+    assert local.value.frame == other.value.frame
+    assert [(v.column, v.rule, v.n_rows) for v in other.value.violations] == describe
+
+
+def test_unsupported_metric_and_engine_names():
+    run, labels = make_data(9, "str", n_requests=4)
+    with pytest.raises(UsageError, match="not available on the streaming engine"):
+        receval.evaluate(run.lazy(), labels, ["ndcg", "novelty@5"], engine="streaming")
+    with pytest.raises(UsageError, match="engine must be one of"):
+        receval.evaluate(run, labels, ["ndcg"], engine="dask")
