@@ -110,3 +110,20 @@ def test_unsupported_metric_and_engine_names():
         receval.evaluate(run.lazy(), labels, ["ndcg", "novelty@5"], engine="streaming")
     with pytest.raises(UsageError, match="engine must be one of"):
         receval.evaluate(run, labels, ["ndcg"], engine="dask")
+
+
+def test_a_run_grouped_by_request_is_sliced_not_rewritten(tmp_path, monkeypatch):
+    run, labels = make_data(10, "int")
+    # grouped by request (rows of a request together) but requests in no particular order
+    order = run.select(pl.col("request_id").unique().shuffle(seed=3).alias("request_id")).with_row_index("__o")
+    grouped = run.join(order, on="request_id").sort("__o", "item_id", descending=[False, True]).drop("__o")
+    grouped.write_parquet(tmp_path / "run.parquet", row_group_size=100)
+    monkeypatch.setattr(streaming, "BUCKET_ROWS", max(labels.height, run.height // 4))
+
+    def no_rewrite(*args, **kwargs):
+        raise AssertionError("a grouped run must not be partitioned to disk")
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", no_rewrite)
+    metrics = RANKING + CALIBRATION
+    other = receval.evaluate(tmp_path / "run.parquet", labels, metrics, engine="streaming")
+    assert_same_result(receval.evaluate(run, labels, metrics), other)

@@ -51,6 +51,7 @@ __all__ = ["score_streaming", "BUCKET_ROWS"]
 BUCKET_ROWS = 5_000_000
 
 _HASH_SEED = 0x5CA1E
+_COMPRESSION = "lz4"  # temporary files: speed over size
 
 
 def _lazy(obj: Any, *, kind: str, format: str, name: str) -> pl.LazyFrame:
@@ -208,22 +209,58 @@ def score_streaming(
     run_lf = run_f.lf.select(run_cols)
     lab_lf = lab_f.lf.select(lab_use)
     order = ["request_id", "item_id"] if spec.calibration else None  # row sums in a fixed order
-    n_buckets = max(1, math.ceil((run_rows + label_rows) / max(1, int(bucket_rows or BUCKET_ROWS))))
+    budget = max(1, int(bucket_rows or BUCKET_ROWS))
+    n_buckets = max(1, math.ceil((run_rows + label_rows) / budget))
     parts = []
+    ranges = _request_ranges(run_lf, budget) if n_buckets > 1 and label_rows <= budget else None
     if n_buckets == 1:
         parts.append(_score_bucket(run_lf.collect(engine="streaming"), lab_lf.collect(engine="streaming"), spec, order))
+    elif ranges is not None:
+        # the run is grouped by request: slices of the file are request-complete
+        # chunks; the labels (they fit the budget) are split to match
+        starts, bounds = ranges
+        lab = lab_lf.collect(engine="streaming").join(starts.select("request_id", "__chunk"), on="request_id", how="left")
+        by_chunk = lab.partition_by("__chunk", as_dict=True, include_key=False)
+        empty = lab.clear().drop("__chunk")
+        for c, (lo, hi) in enumerate(bounds):
+            parts.append(_score_bucket(run_lf.slice(lo, hi - lo).collect(), by_chunk.get((c,), empty), spec, order))
+        if (None,) in by_chunk:  # requests judged but absent from the run
+            parts.append(_score_bucket(run_lf.clear().collect(), by_chunk[(None,)], spec, order))
     else:
         with tempfile.TemporaryDirectory(prefix="receval-buckets-", dir=tmpdir) as tmp:
             key = (pl.col("request_id").hash(seed=_HASH_SEED) % n_buckets).alias("__bucket")
             for side, lf in (("run", run_lf), ("labels", lab_lf)):
                 lf.sink_parquet(pl.PartitionBy(os.path.join(tmp, side), key=key, include_key=False),
-                                maintain_order=False, mkdir=True, engine="streaming")
+                                maintain_order=False, mkdir=True, engine="streaming", compression=_COMPRESSION)
             run_schema, lab_schema = run_lf.collect_schema(), lab_lf.collect_schema()
             for b in range(n_buckets):
                 parts.append(_score_bucket(_read(tmp, "run", b, run_schema), _read(tmp, "labels", b, lab_schema), spec, order))
     units = pl.concat([p for p in parts if p is not None], how="vertical")
     return assemble(units, spec, parsed, missing_in_run=missing_in_run, missing_in_labels=missing_in_labels,
                     name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns)
+
+
+def _request_ranges(run: pl.LazyFrame, budget: int) -> tuple[pl.DataFrame, list[tuple[int, int]]] | None:
+    """Row ranges of about ``budget`` rows cut at request boundaries, if the run is grouped by request.
+
+    One streaming pass over ``request_id`` finds the first row of every run of
+    equal ids; the run is grouped when no id starts twice. Returns the starts
+    (``request_id``, ``__chunk``) and the (first, end) row of every chunk, or
+    None when some request's rows are scattered.
+    """
+    rid = pl.col("request_id")
+    starts = (
+        run.select(rid).with_row_index("__row").filter(rid.ne_missing(rid.shift(1)))
+        .collect(engine="streaming")
+    )
+    if starts.height == 0 or starts["request_id"].n_unique() != starts.height:
+        return None
+    total = int(run.select(pl.len()).collect(engine="streaming").item())
+    starts = starts.with_columns((pl.col("__row") // budget).alias("__chunk"))
+    firsts = starts.group_by("__chunk", maintain_order=True).agg(pl.col("__row").first())["__row"].to_list()
+    bounds = list(zip(firsts, firsts[1:] + [total], strict=True))
+    starts = starts.with_columns(pl.col("__chunk").rank("dense").cast(pl.Int64) - 1)  # chunks numbered 0..len(bounds)-1
+    return starts, bounds
 
 
 def _read(tmp: str, side: str, bucket: int, schema) -> pl.DataFrame:
