@@ -8,8 +8,9 @@ What runs where (docs/scale.md):
   non-finite labels, predictions outside [0, 1] — raised as the same
   :class:`~receval.errors.InputError` as locally, before the expensive job;
 * **the kernel job**: run and label rows are unioned, repartitioned by
-  ``request_id`` and sorted within partitions by (request, side, item), so each
-  partition holds whole requests; ``mapInArrow`` streams each partition
+  ``request_id`` and sorted within partitions by ``request_id`` (one key: a
+  radix sort for integer ids), so each partition holds whole requests and each
+  request's rows arrive together; ``mapInArrow`` streams each partition
   through :func:`receval.engines._chunks.score_requests` — the numpy kernel of
   the in-memory engine — a request-complete chunk (about
   :data:`CHUNK_ROWS` rows) at a time, and emits one row per request;
@@ -290,7 +291,9 @@ def _run_partition(batches: Iterator, spec: ChunkSpec, arrow_schema, chunk_rows:
         df = pl.from_arrow(table)
         side = df["__side"]
         run = df.filter(side == _SIDE_RUN).drop("__side", "label")
-        labels = df.filter(side == _SIDE_LABELS).select("request_id", "item_id", "label")
+        labels = df.filter(side == _SIDE_LABELS).select("request_id", "item_id", "label").sort("request_id", "item_id")
+        if spec.calibration:  # sums over rows, in a fixed order
+            run = run.sort("request_id", "item_id")
         out = score_requests(run, labels, spec).to_arrow()
         yield from out.cast(arrow_schema).to_batches()
 
@@ -389,7 +392,7 @@ def score_spark(
         *[F.lit(None).cast(types[c]).alias(c) for c in run_cols[2:]],
         F.lit(_SIDE_LABELS).cast("tinyint").alias("__side"), "label",
     )
-    union = run_df.unionByName(lab_df).repartition("request_id").sortWithinPartitions("request_id", "__side", "item_id")
+    union = run_df.unionByName(lab_df).repartition("request_id").sortWithinPartitions("request_id")
     out_schema = _out_schema(spec, run_df)
     arrow_schema = to_arrow_schema(out_schema)
 
