@@ -11,6 +11,8 @@ end to end from the Parquet files.
     python benchmarks/bench_spark.py spark --rows 10000000
     # the polars scaling curve: in-memory and streaming engine, time and peak RSS
     python benchmarks/bench_spark.py scaling --rows 1000000 10000000 100000000
+    # the same with requests scattered in the file (the streaming engine partitions to disk)
+    python benchmarks/bench_spark.py scaling --layout scattered --rows 1000000 10000000 100000000
 
 Spark needs ``pip install 'receval[spark]'`` and Java 17. For Spark the peak
 RSS is given per process kind: the Python driver, the JVM, and the largest
@@ -36,8 +38,13 @@ ITEMS = 100
 CHUNK_REQUESTS = 20_000  # 2M rows generated and written at a time
 
 
-def write_data(rows: int, directory: str, seed: int = 0) -> tuple[str, str]:
-    """run.parquet and labels.parquet with ``rows`` run rows, written chunk by chunk."""
+def write_data(rows: int, directory: str, seed: int = 0, layout: str = "grouped") -> tuple[str, str]:
+    """run.parquet and labels.parquet with ``rows`` run rows, written chunk by chunk.
+
+    ``layout="grouped"``: the rows of a request are adjacent (requests in id
+    order), as in logs written request by request; ``"scattered"``: rows are
+    shuffled within each written chunk of 2M rows, so requests are not grouped.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     from bench_metrics import generate
@@ -50,6 +57,8 @@ def write_data(rows: int, directory: str, seed: int = 0) -> tuple[str, str]:
         run, labels = generate(q, ITEMS, seed + i, "int")
         run["request_id"] += start
         labels["request_id"] += start
+        if layout == "scattered":
+            run = run.sample(frac=1.0, random_state=seed + i, ignore_index=True)
         rt, lt = pa.Table.from_pandas(run, preserve_index=False), pa.Table.from_pandas(labels, preserve_index=False)
         if run_w is None:
             run_w, lab_w = pq.ParquetWriter(run_path, rt.schema), pq.ParquetWriter(lab_path, lt.schema)
@@ -167,6 +176,8 @@ def main() -> None:
     p.add_argument("--driver-memory", default="4g")
     p.add_argument("--engines", nargs="+", default=None, help="scaling: engines to time (polars, streaming)")
     p.add_argument("--tmpdir", default=None)
+    p.add_argument("--layout", choices=["grouped", "scattered"], default="grouped",
+                   help="rows of a request adjacent in the file (default) or shuffled")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)
     p.add_argument("--labels", default=None, help=argparse.SUPPRESS)
@@ -181,9 +192,9 @@ def main() -> None:
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="receval-bench-", dir=args.tmpdir) as tmp:
             t0 = time.perf_counter()
-            run, labels = write_data(rows, tmp)
+            run, labels = write_data(rows, tmp, layout=args.layout)
             size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 1e6
-            print(f"-- {rows:,} run rows: Parquet {size:,.0f} MB, written in {time.perf_counter() - t0:.1f} s")
+            print(f"-- {rows:,} run rows ({args.layout}): Parquet {size:,.0f} MB, written in {time.perf_counter() - t0:.1f} s")
             results = {}
             for engine in engines:
                 results[engine] = r = measure(engine, run, labels, rows, args)

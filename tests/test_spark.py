@@ -143,13 +143,15 @@ def test_compare_equals_local(spark):
     assert {r.metric for r in remote.rows} == {"ndcg@10", "mrr", "brier"}
 
 
-def test_paths_read_by_spark(spark, tmp_path):
+def test_paths_read_by_spark_with_a_column_mapping(spark, tmp_path):
     run, labels = make_data(41, "str")
-    run.write_parquet(tmp_path / "run.parquet")
-    labels.write_parquet(tmp_path / "labels.parquet")
+    run.rename({"request_id": "qid", "item_id": "docno"}).write_parquet(tmp_path / "run.parquet")
+    labels.rename({"request_id": "qid", "item_id": "docno", "label": "rel"}).write_parquet(tmp_path / "labels.parquet")
     metrics = ["ndcg@10", "recall@10"]
     local = receval.evaluate(run, labels, metrics)
-    remote = receval.evaluate(str(tmp_path / "run.parquet"), str(tmp_path / "labels.parquet"), metrics, engine="spark")
+    remote = receval.evaluate(str(tmp_path / "run.parquet"), str(tmp_path / "labels.parquet"), metrics, engine="spark",
+                              columns={"request_id": "qid", "item_id": "docno"},
+                              label_columns={"request_id": "qid", "item_id": "docno", "label": "rel"})
     assert_same_result(local, remote)
 
 
