@@ -127,3 +127,28 @@ def test_a_run_grouped_by_request_is_sliced_not_rewritten(tmp_path, monkeypatch)
     metrics = RANKING + CALIBRATION
     other = receval.evaluate(tmp_path / "run.parquet", labels, metrics, engine="streaming")
     assert_same_result(receval.evaluate(run, labels, metrics), other)
+
+
+def test_a_request_split_across_the_file_is_not_cut_into_ranges(tmp_path, monkeypatch):
+    run, labels = make_data(12, "int")
+    sizes = run.group_by("request_id", maintain_order=True).len()
+    first = sizes.filter(pl.col("len") >= 2)["request_id"][0]
+    run = pl.concat([run.filter(pl.col("request_id") == first), run.filter(pl.col("request_id") != first)])
+    # grouped, except that all but one row of the first request come last: grouped at the start, not overall
+    head_rows = run.filter(pl.col("request_id") == first)
+    split = pl.concat([head_rows.head(1), run.filter(pl.col("request_id") != first), head_rows.tail(head_rows.height - 1)])
+    assert split.height == run.height
+    split.write_parquet(tmp_path / "run.parquet")
+    monkeypatch.setattr(streaming, "BUCKET_ROWS", max(labels.height, run.height // 3))
+    sinks = []
+    original = pl.LazyFrame.sink_parquet
+
+    def counting_sink(self, *args, **kwargs):
+        sinks.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", counting_sink)
+    metrics = ["ndcg@10", "map", "brier"]
+    other = receval.evaluate(tmp_path / "run.parquet", labels, metrics, engine="streaming")
+    assert sinks  # partitioned to disk: a range of rows would have split the request
+    assert_same_result(receval.evaluate(run.sort("request_id", "item_id"), labels, metrics), other)

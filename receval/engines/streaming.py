@@ -243,19 +243,26 @@ def score_streaming(
 def _request_ranges(run: pl.LazyFrame, budget: int) -> tuple[pl.DataFrame, list[tuple[int, int]]] | None:
     """Row ranges of about ``budget`` rows cut at request boundaries, if the run is grouped by request.
 
-    One streaming pass over ``request_id`` finds the first row of every run of
-    equal ids; the run is grouped when no id starts twice. Returns the starts
-    (``request_id``, ``__chunk``) and the (first, end) row of every chunk, or
-    None when some request's rows are scattered.
+    The run is grouped when every request's rows are contiguous: per request,
+    last row - first row + 1 = number of rows (one streaming group-by, memory
+    bounded by the number of requests). A cheap look at the first rows
+    rejects an obviously scattered file first. Returns the first row of every
+    request with its chunk (``request_id``, ``__row``, ``__chunk``) and the
+    (first, end) row of every chunk, or None when requests are scattered.
     """
     rid = pl.col("request_id")
-    starts = (
-        run.select(rid).with_row_index("__row").filter(rid.ne_missing(rid.shift(1)))
+    head = run.select(rid).head(min(budget, 1 << 20)).collect()["request_id"]
+    if len(head) and int(head.ne_missing(head.shift(1)).sum()) != head.n_unique():
+        return None
+    spans = (
+        run.select(rid).with_row_index("__row").group_by("request_id")
+        .agg(pl.col("__row").min().alias("first"), pl.col("__row").max().alias("last"), pl.len().alias("n"))
         .collect(engine="streaming")
     )
-    if starts.height == 0 or starts["request_id"].n_unique() != starts.height:
+    if spans.height == 0 or not bool(((spans["last"] - spans["first"] + 1) == spans["n"]).all()):
         return None
-    total = int(run.select(pl.len()).collect(engine="streaming").item())
+    total = int(spans["n"].sum())
+    starts = spans.select("request_id", pl.col("first").cast(pl.Int64).alias("__row")).sort("__row")
     starts = starts.with_columns((pl.col("__row") // budget).alias("__chunk"))
     firsts = starts.group_by("__chunk", maintain_order=True).agg(pl.col("__row").first())["__row"].to_list()
     bounds = list(zip(firsts, firsts[1:] + [total], strict=True))
