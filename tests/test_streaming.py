@@ -11,6 +11,8 @@ import math
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from _engine_data import CALIBRATION, RANKING, make_data
 
 import receval
@@ -152,3 +154,42 @@ def test_a_request_split_across_the_file_is_not_cut_into_ranges(tmp_path, monkey
     other = receval.evaluate(tmp_path / "run.parquet", labels, metrics, engine="streaming")
     assert sinks  # partitioned to disk: a range of rows would have split the request
     assert_same_result(receval.evaluate(run.sort("request_id", "item_id"), labels, metrics), other)
+
+
+_ITEMS = ["B", "a", "b10", "b9", "é", "z"]
+_request = st.tuples(
+    st.dictionaries(st.sampled_from(_ITEMS), st.integers(-2, 4).map(lambda i: i / 2), min_size=0, max_size=6),
+    st.dictionaries(st.sampled_from(_ITEMS), st.integers(-1, 3).map(float), min_size=0, max_size=4),
+)
+
+
+@given(requests=st.lists(_request, min_size=1, max_size=8), bucket_rows=st.integers(1, 12))
+def test_any_small_input_gives_the_in_memory_result(requests, bucket_rows):
+    run = pl.DataFrame(
+        [(f"q{i}", item, s) for i, (scored, _) in enumerate(requests) for item, s in scored.items()],
+        schema={"request_id": pl.String, "item_id": pl.String, "score": pl.Float64}, orient="row",
+    )
+    labels = pl.DataFrame(
+        [(f"q{i}", item, g) for i, (_, judged) in enumerate(requests) for item, g in judged.items()],
+        schema={"request_id": pl.String, "item_id": pl.String, "label": pl.Float64}, orient="row",
+    )
+    metrics = ["ndcg@3", "map", "mrr", "auc(ties=average)", "r_precision"]
+    try:
+        local = receval.evaluate(run.sort("request_id", "item_id"), labels.sort("request_id", "item_id"), metrics, n_boot=50)
+    except InputError as err:  # nothing evaluable: the same error
+        with pytest.raises(InputError) as other:
+            receval.evaluate(run.lazy(), labels.lazy(), metrics, engine="streaming", n_boot=50)
+        assert [(v.column, v.rule) for v in other.value.violations] == [(v.column, v.rule) for v in err.violations]
+        return
+    from receval.engines.streaming import score_streaming
+    from receval.evaluation import summarise
+    from receval.metrics.registry import parse_metrics
+
+    parsed = parse_metrics(metrics)
+    scored = score_streaming(run.lazy(), labels.lazy(), parsed, bucket_rows=bucket_rows)
+    summary, _ = summarise(scored, level=0.95, n_boot=50, seed=0, bootstrap="auto")
+    assert scored.counts == local.counts
+    assert scored.request_ids.to_list() == local.per_request_polars()["request_id"].to_list()
+    for m in parsed:
+        assert scored.stats[m].per_unit.tolist() == local.per_request_polars()[str(m)].to_list()
+        assert summary[str(m)] == local.summary[str(m)]

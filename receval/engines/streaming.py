@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 
 from receval.data.contract import ColumnMapping
-from receval.engines._chunks import ChunkSpec, chunk_spec, score_requests
+from receval.engines._chunks import ChunkSpec, chunk_spec, output_schema, score_requests
 from receval.engines._contract import (
     ColumnType,
     ValueCheck,
@@ -235,7 +235,12 @@ def score_streaming(
             run_schema, lab_schema = run_lf.collect_schema(), lab_lf.collect_schema()
             for b in range(n_buckets):
                 parts.append(_score_bucket(_read(tmp, "run", b, run_schema), _read(tmp, "labels", b, lab_schema), spec, order))
-    units = pl.concat([p for p in parts if p is not None], how="vertical")
+    parts = [p for p in parts if p is not None]
+    if parts:
+        units = pl.concat(parts, how="vertical")
+    else:  # no row at all
+        schema = run_lf.collect_schema()
+        units = pl.DataFrame(schema=output_schema(spec, schema["request_id"], {c: schema[c] for c in constant}))
     return assemble(units, spec, parsed, missing_in_run=missing_in_run, missing_in_labels=missing_in_labels,
                     name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns)
 
