@@ -11,9 +11,9 @@ import math
 
 import polars as pl
 import pytest
+from _engine_data import CALIBRATION, RANKING, make_data
 from hypothesis import given
 from hypothesis import strategies as st
-from _engine_data import CALIBRATION, RANKING, make_data
 
 import receval
 from receval.engines import streaming
