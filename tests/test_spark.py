@@ -130,6 +130,18 @@ def test_text_ids_break_ties_in_byte_order(spark):
     assert per["ndcg"].to_list() == [1.0, 1.0 / math.log2(6.0)]
 
 
+def test_local_frames_on_spark_with_integer_and_text_ids(spark):
+    # engine="spark" sends local frames to the active session; ids are compared as text
+    # when one side has text ids (TREC qrels), as locally
+    run, labels = make_data(71, "int", n_requests=20)
+    labels = labels.with_columns(pl.col("request_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+    metrics = ["ndcg@10", "map", "auc"]
+    remote = receval.evaluate(run, labels, metrics, engine="spark")
+    # requests are then ordered by their text, so the in-memory run is ordered that way too
+    local = receval.evaluate(run.sort(pl.col("request_id").cast(pl.String)), labels.sort("request_id"), metrics)
+    assert_same_result(local, remote)
+
+
 def test_compare_equals_local(spark):
     run, labels = make_data(31, "int")
     rng = np.random.default_rng(3)
