@@ -56,6 +56,7 @@ def test_one_bucket_and_many_buckets_agree(tmp_path, monkeypatch):
         part.write_parquet(parts / f"part-{i}.parquet")  # a directory of Parquet files
     metrics = ["ndcg@10", "map", "ece(bins=5)"]
     one = receval.evaluate(parts, labels, metrics, engine="streaming", by="country")
+    assert_same_result(one, receval.evaluate(str(parts / "part-*.parquet"), labels, metrics, engine="streaming", by="country"))
     monkeypatch.setattr(streaming, "BUCKET_ROWS", 100)
     many = receval.evaluate(parts, labels, metrics, engine="streaming", by="country")
     assert_same_result(one, many)

@@ -63,6 +63,8 @@ def _lazy(obj: Any, *, kind: str, format: str, name: str) -> pl.LazyFrame:
         return obj.lazy()
     if isinstance(obj, str | os.PathLike):
         path = os.fspath(obj)
+        if any(c in path for c in "*?[") and format in ("auto", "parquet"):
+            return pl.scan_parquet(path)  # a glob of Parquet files
         if not os.path.exists(path):
             raise UsageError(f"{kind}: file not found: {path}")
         if os.path.isdir(path):
