@@ -198,6 +198,7 @@ def compare(
     n_perm: int = 10_000,
     seed: int | None = 0,
     bootstrap: Literal["auto", "multinomial", "poisson", "poisson-fused"] = "auto",
+    engine: Literal["auto", "polars", "streaming", "spark"] = "auto",
 ) -> ComparisonResult:
     """Compare candidate runs with a baseline run on the same requests.
 
@@ -229,6 +230,10 @@ def compare(
         number of units per arm needed to detect the observed difference at
         ``alpha``).
     level, n_boot, seed, bootstrap : the two-sided percentile bootstrap interval.
+    engine : where each run is scored (see :func:`receval.evaluate`); with
+        ``"auto"`` a run given as a PySpark DataFrame is scored on Spark. Only
+        the per-request vectors reach the paired statistics, so they are the
+        same code on every engine.
 
     Returns
     -------
@@ -275,7 +280,7 @@ def compare(
         name: score(
             run, labels, parsed, columns=columns, label_columns=label_columns, catalog=catalog,
             catalog_columns=catalog_columns, format=format, missing_in_run=missing_in_run,
-            missing_in_labels=missing_in_labels, name=name,
+            missing_in_labels=missing_in_labels, name=name, engine=engine,
         )
         for name, run in runs.items()
     }

@@ -201,11 +201,27 @@ def score(
     missing_in_labels: MissingPolicy = "ignore",
     name: str = "run",
     slice_columns: tuple[str, ...] = (),
+    engine: str = "auto",
 ) -> Scored:
     """Validate, reduce and compute per-unit statistics of ``parsed`` metrics."""
     import importlib
 
     import polars as pl
+
+    from receval.engines import resolve_engine
+
+    engine = resolve_engine(engine, run, labels)
+    if engine != "polars":  # the chunked engines: receval/engines/
+        chunked = dict(columns=columns, label_columns=label_columns, catalog=catalog, format=format,
+                       missing_in_run=missing_in_run, missing_in_labels=missing_in_labels, name=name,
+                       slice_columns=slice_columns)
+        if engine == "spark":
+            from receval.engines.spark import score_spark
+
+            return score_spark(run, labels, parsed, **chunked)
+        from receval.engines.streaming import score_streaming
+
+        return score_streaming(run, labels, parsed, **chunked)
 
     from receval.metrics._prepare import prepare
     from receval.metrics.base import EvalContext, mean_stats
@@ -468,6 +484,7 @@ def evaluate(
     n_boot: int = 1000,
     seed: int | None = 0,
     bootstrap: Literal["auto", "multinomial", "poisson", "poisson-fused"] = "auto",
+    engine: Literal["auto", "polars", "streaming", "spark"] = "auto",
 ) -> EvaluationResult:
     """Score a run against relevance labels.
 
@@ -505,6 +522,14 @@ def evaluate(
         (default, as trec_eval) or ``"zero"``.
     level, n_boot, seed, bootstrap : the percentile bootstrap interval over
         requests (see :func:`receval.stats.bootstrap_means`).
+    engine : where the reduce step runs (docs/scale.md). ``"auto"`` (default):
+        on Spark when ``run`` or ``labels`` is a PySpark DataFrame, else in
+        memory with polars. ``"spark"`` also reads paths with Spark;
+        ``"streaming"`` evaluates Parquet files larger than memory (polars'
+        streaming engine, request buckets on disk). The chunked engines
+        compute the ranking and calibration metrics (uniform bins) and order
+        requests by id before the bootstrap, so their intervals do not depend
+        on partitioning.
 
     Returns
     -------
@@ -535,7 +560,7 @@ def evaluate(
     scored = score(
         run, labels, parsed, columns=columns, label_columns=label_columns, catalog=catalog,
         catalog_columns=catalog_columns, format=format, missing_in_run=missing_in_run,
-        missing_in_labels=missing_in_labels, slice_columns=from_run,
+        missing_in_labels=missing_in_labels, slice_columns=from_run, engine=engine,
     )
     summary, method = summarise(scored, level=level, n_boot=n_boot, seed=seed, bootstrap=bootstrap)
     slices = None

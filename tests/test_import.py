@@ -34,3 +34,9 @@ def test_import_time_under_300ms():
     line = [ln for ln in out.stderr.splitlines() if ln.rstrip().endswith("| receval")][-1]
     cumulative_us = int(line.split("|")[1])
     assert cumulative_us < 300_000
+
+
+def test_engine_modules_do_not_import_pyspark():
+    # a Spark DataFrame is recognised by its class's module name; pyspark loads only when one is passed
+    loaded = _loaded_after("import receval.engines.spark, receval.engines.streaming; receval.engines.is_spark_frame(1)")
+    assert "pyspark" not in loaded

@@ -100,12 +100,30 @@ class ColumnMapping:
         return canonical if src == canonical else f"{canonical} (your column {src!r})"
 
 
+def _import_pandera() -> None:
+    """Import pandera once, without pyspark's pandas-version warning.
+
+    When pyspark is installed, importing pandera imports ``pyspark.pandas``,
+    which warns (FutureWarning) that it does not fully support pandas >= 3.
+    receval never uses pandas-on-Spark, so that warning is noise here.
+    """
+    import sys
+    import warnings
+
+    if "pandera" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        import pandera  # noqa: F401
+
+
 def schema(kind: str, dtypes: Mapping[str, Any] | None = None):
     """The pandera (polars) schema of a frame kind.
 
     ``dtypes`` fixes the dtype of the id columns, which may be integer or
     text; other columns are coerced to float64 before validation.
     """
+    _import_pandera()
     import pandera.polars as pa
     import polars as pl
 
@@ -243,6 +261,7 @@ def validate(
 
 
 def _run_schema(frame: pl.DataFrame, kind: str, dtypes: dict[str, Any], mapping: ColumnMapping) -> list[Violation]:
+    _import_pandera()
     import pandera.errors as pe
     import polars as pl
 

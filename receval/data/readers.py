@@ -83,8 +83,9 @@ def to_polars(
             return pl.from_arrow(obj)  # type: ignore[return-value]
     if module == "pyspark":
         raise UsageError(
-            f"{label}: Spark DataFrames are not supported yet by this engine; "
-            "collect a sample with .toPandas() or write Parquet"
+            f"{label}: a Spark DataFrame is accepted by receval.evaluate and receval.compare (ranking and "
+            "calibration metrics), which run on Spark; this step needs a local frame: collect it "
+            "(df.toArrow()) or write Parquet"
         )
     raise UsageError(
         f"{label}: expected a pandas/polars/pyarrow frame or a file path, got {type(obj).__name__}"

@@ -296,7 +296,10 @@ def _block_values(
             if name == "map":
                 rel, cum = rel_of(t), cum_of(t)
                 kk = width if k is None else min(k, width)
-                prec = np.where(rel[:, :kk], cum[:, :kk] / ranks[:kk], 0.0).sum(axis=1)
+                # summed left to right in rank order, as trec_eval does: a row-wise
+                # .sum() is pairwise and its rounding would depend on the padded
+                # width, i.e. on which other requests share the block
+                prec = np.cumsum(np.where(rel[:, :kk], cum[:, :kk] / ranks[:kk], 0.0), axis=1)[:, -1]
                 val = np.divide(prec, n_rel, out=np.zeros(nr), where=has)
             elif name == "mrr":
                 rel = rel_of(t)

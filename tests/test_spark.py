@@ -1,0 +1,224 @@
+"""The Spark engine gives the numbers of the in-memory engine (local-mode Spark).
+
+One SparkSession (``local[2]``, 4 shuffle partitions, no UI) serves the whole
+test session. The inputs are random, with ties, text ids whose byte order
+matters, and requests missing from the run or the labels. Per-request values
+must be identical, means within 1e-9, and intervals *identical* for the same
+seed: only per-request vectors come back to the driver, which runs the same
+bootstrap code as locally. Bad input gets the same InputError as locally.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from _engine_data import CALIBRATION, RANKING, make_data
+
+import receval
+from receval.errors import InputError, UsageError
+
+
+def _java_available() -> bool:
+    home = os.environ.get("JAVA_HOME")
+    return shutil.which("java") is not None or bool(home and os.path.exists(os.path.join(home, "bin", "java")))
+
+
+pytestmark = pytest.mark.skipif(
+    not _java_available(), reason="no Java runtime (java on PATH or JAVA_HOME): Spark needs a JVM (Java 17)"
+)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    # Python workers run this interpreter (receval, numpy and polars importable)
+    previous = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("receval-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "1g")
+        # a short-lived test JVM: the quick C1 compiler only, no adaptive re-planning of tiny jobs
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .config("spark.sql.adaptive.enabled", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    if previous is None:
+        os.environ.pop("PYSPARK_PYTHON", None)
+    else:
+        os.environ["PYSPARK_PYTHON"] = previous
+
+
+def sdf(spark, frame: pl.DataFrame, seed: int = 0, partitions: int = 3):
+    """A Spark DataFrame of ``frame`` with its rows shuffled over ``partitions`` partitions."""
+    import pyarrow as pa
+
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed) if frame.height else frame
+    table = shuffled.to_arrow()
+    table = table.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]))
+    return spark.createDataFrame(table).repartition(partitions)
+
+
+def assert_same_result(local, remote):
+    assert remote.counts == local.counts
+    assert list(remote.summary) == list(local.summary)
+    for name, a in local.summary.items():
+        b = remote.summary[name]
+        assert b.n == a.n
+        assert math.isclose(b.mean, a.mean, rel_tol=0, abs_tol=1e-9), name
+        # identical, not close: the same per-request vectors meet the same bootstrap
+        assert (b.ci_low, b.ci_high) == (a.ci_low, a.ci_high) or (math.isnan(a.ci_low) and math.isnan(b.ci_low)), name
+    pa_, pb = local.per_request_polars(), remote.per_request_polars()
+    assert pb.columns == pa_.columns
+    assert pb.equals(pa_)
+    assert remote.to_dict() == local.to_dict()
+
+
+@pytest.mark.parametrize("id_type", ["str", "int"])
+def test_every_supported_metric_equals_local(spark, id_type):
+    run, labels = make_data(11 if id_type == "str" else 12, id_type)
+    metrics = RANKING + CALIBRATION
+    local = receval.evaluate(run, labels, metrics)
+    remote = receval.evaluate(sdf(spark, run, seed=1), sdf(spark, labels, seed=2), metrics)
+    assert local.counts["labels_only_scored_zero"] == 2 and local.counts["run_only_ignored"] >= 3  # the data has both
+    assert_same_result(local, remote)
+    # other missing-request policies, Poisson weights, another seed; labels stay local
+    kwargs = dict(missing_in_run="ignore", missing_in_labels="zero", bootstrap="poisson", seed=7, n_boot=300)
+    assert_same_result(receval.evaluate(run, labels, metrics, **kwargs),
+                       receval.evaluate(sdf(spark, run, seed=3), labels, metrics, **kwargs))
+
+
+def test_results_do_not_depend_on_partitioning(spark, monkeypatch):
+    from receval.engines import spark as engine
+
+    run, labels = make_data(21, "str")
+    metrics = ["ndcg@10", "map", "brier", "ece(bins=4)"]
+    local = receval.evaluate(run, labels, metrics, by="country")
+    # tiny kernel chunks inside each partition, other shuffle partitions, other input layout
+    monkeypatch.setattr(engine, "CHUNK_ROWS", 40)
+    spark.conf.set("spark.sql.shuffle.partitions", "3")
+    try:
+        remote = receval.evaluate(sdf(spark, run, seed=9, partitions=5), sdf(spark, labels, seed=4, partitions=1),
+                                  metrics, by="country")
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "4")
+    assert_same_result(local, remote)
+    assert remote.slices.equals(local.slices)
+
+
+def test_text_ids_break_ties_in_byte_order(spark):
+    # every score tied: the ranking is item id descending in byte order: é, b9, b10, a, B
+    run = pl.DataFrame({"request_id": ["q1"] * 5 + ["q2"] * 5, "item_id": ["B", "a", "b10", "b9", "é"] * 2, "score": [1.0] * 10})
+    labels = pl.DataFrame({"request_id": ["q1", "q2"], "item_id": ["é", "B"], "label": [1.0, 1.0]})
+    remote = receval.evaluate(sdf(spark, run), sdf(spark, labels), ["mrr", "ndcg"])
+    per = remote.per_request_polars().sort("request_id")
+    assert per["mrr"].to_list() == [1.0, 0.2]
+    assert per["ndcg"].to_list() == [1.0, 1.0 / math.log2(6.0)]
+
+
+def test_local_frames_on_spark_with_integer_and_text_ids(spark):
+    # engine="spark" sends local frames to the active session; ids are compared as text
+    # when one side has text ids (TREC qrels), as locally
+    run, labels = make_data(71, "int", n_requests=20)
+    labels = labels.with_columns(pl.col("request_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+    metrics = ["ndcg@10", "map", "auc"]
+    remote = receval.evaluate(run, labels, metrics, engine="spark")
+    # requests are then ordered by their text, so the in-memory run is ordered that way too
+    local = receval.evaluate(run.sort(pl.col("request_id").cast(pl.String)), labels.sort("request_id"), metrics)
+    assert_same_result(local, remote)
+
+
+def test_compare_equals_local(spark):
+    run, labels = make_data(31, "int")
+    rng = np.random.default_rng(3)
+    cand = run.with_columns(score=pl.col("score") + pl.Series(np.round(rng.normal(0, 0.3, run.height), 1)))
+    metrics = ["ndcg@10", "mrr", "brier"]
+    kwargs = dict(unit="user", margin=0.02, n_boot=400, missing_in_run="ignore")
+    local = receval.compare({"prod": run, "cand": cand}, labels, metrics, **kwargs)
+    remote = receval.compare({"prod": sdf(spark, run, seed=5), "cand": sdf(spark, cand, seed=6)}, sdf(spark, labels), metrics, **kwargs)
+    assert remote.counts == local.counts
+    assert remote.to_dict() == local.to_dict()
+    assert {r.metric for r in remote.rows} == {"ndcg@10", "mrr", "brier"}
+
+
+def test_paths_read_by_spark_with_a_column_mapping(spark, tmp_path):
+    run, labels = make_data(41, "str")
+    run.rename({"request_id": "qid", "item_id": "docno"}).write_parquet(tmp_path / "run.parquet")
+    labels.rename({"request_id": "qid", "item_id": "docno", "label": "rel"}).write_parquet(tmp_path / "labels.parquet")
+    metrics = ["ndcg@10", "recall@10"]
+    local = receval.evaluate(run, labels, metrics)
+    remote = receval.evaluate(str(tmp_path / "run.parquet"), str(tmp_path / "labels.parquet"), metrics, engine="spark",
+                              columns={"request_id": "qid", "item_id": "docno"},
+                              label_columns={"request_id": "qid", "item_id": "docno", "label": "rel"})
+    assert_same_result(local, remote)
+
+
+def _bad_cases():
+    run, labels = make_data(51, "str", n_requests=12)
+    first = run["request_id"][0]
+    return {
+        "null-request-id": (run.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("request_id")).alias("request_id")), labels, ["ndcg"]),
+        "nan-and-null-score": (run.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(float("nan"))
+                                                .when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("score")).alias("score")), labels, ["ndcg"]),
+        "non-finite-label": (run, labels.with_columns(pl.when(pl.int_range(pl.len()) < 2).then(float("inf"))
+                                                      .when(pl.int_range(pl.len()) == 4).then(float("nan")).otherwise(pl.col("label")).alias("label")), ["ndcg"]),
+        "missing-column": (run.drop("score"), labels, ["ndcg"]),
+        "float-item-ids": (run.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("item_id")), labels, ["ndcg"]),
+        "text-score": (run.with_columns(pl.col("score").cast(pl.String)), labels, ["ndcg"]),
+        "duplicate-run-rows": (pl.concat([run, run.head(4)]), labels, ["ndcg", "map"]),
+        "duplicate-label-rows": (run, pl.concat([labels, labels.head(3)]), ["ndcg"]),
+        "prediction-out-of-range": (run.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(1.5).otherwise(pl.col("prediction")).alias("prediction")), labels, ["brier"]),
+        "user-varies-within-request": (run.with_columns(pl.when((pl.col("request_id") == first) & (pl.int_range(pl.len()) == 0))
+                                                        .then(pl.lit("other")).otherwise(pl.col("user_id")).alias("user_id")), labels, ["ndcg"]),
+        "no-evaluable-request": (run, labels.with_columns(pl.lit("nope").alias("request_id")).unique(["request_id", "item_id"]), ["ndcg"]),
+    }
+
+
+def _describe(err: InputError):
+    return err.frame, [(v.column, v.rule, v.n_rows) for v in err.violations]
+
+
+# found only by the kernel job, which sees whole requests; every other violation
+# is raised from the schema or the aggregation job, before the kernel job starts
+_FOUND_BY_THE_KERNEL = {"duplicate-run-rows", "duplicate-label-rows", "user-varies-within-request", "no-evaluable-request"}
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_bad_input_gets_the_local_error(spark, case, monkeypatch):
+    from receval.engines import spark as engine
+
+    run, labels, metrics = _bad_cases()[case]
+    kwargs = {"missing_in_run": "ignore"} if case == "no-evaluable-request" else {}
+    with pytest.raises(InputError) as local:
+        receval.evaluate(run, labels, metrics, **kwargs)
+    if case not in _FOUND_BY_THE_KERNEL:
+        def kernel_job(*args):
+            raise AssertionError("the kernel job started before the input was checked")
+
+        monkeypatch.setattr(engine, "_collect_arrow", kernel_job)
+    with pytest.raises(InputError) as remote:
+        receval.evaluate(sdf(spark, run), sdf(spark, labels), metrics, **kwargs)
+    assert _describe(remote.value) == _describe(local.value)
+    assert all(v.examples for v in remote.value.violations if v.rule != "required column is missing"
+               and "evaluable" not in v.rule)
+
+
+@pytest.mark.parametrize("metric", ["coverage@10", "ece(strategy=quantile)"])
+def test_metrics_without_a_spark_path_are_a_usage_error(spark, metric):
+    run, labels = make_data(61, "str", n_requests=5)
+    with pytest.raises(UsageError, match="not available on the Spark engine"):
+        receval.evaluate(sdf(spark, run), labels, ["ndcg", metric])
