@@ -591,3 +591,19 @@ attribute = "gender"
     unknown = _gate(r, "unknown")
     assert unknown["status"] == "error" and "gender" in unknown["message"]
     assert run.exit_code == 2  # one undecidable gate: the verdict is error, not fail or pass
+
+
+def test_small_slices_are_suppressed_in_the_report(tmp_path):
+    p = _cfg(tmp_path, GATES)
+    text = p.read_text().replace("seed = 1", "seed = 1\nmin_group_size = 500")
+    text = text.replace('metrics = ["ndcg@10", "recall@20", "ece"]',
+                        'metrics = ["ndcg@10", "recall@20", "ece"]\nby = ["age_band"]\nattributes = "users"')
+    p.write_text(text)
+    r = _run(p).report
+    rows = r["results"]["evaluation"]["cand"]["slices"]
+    small = [x for x in rows if x["n"] < 500]
+    big = [x for x in rows if x["n"] >= 500]
+    assert small and big
+    assert all(x["suppressed"] and x["mean"] is None and x["ci_low"] is None for x in small)
+    assert all(not x["suppressed"] and x["mean"] is not None for x in big)
+    assert r["model"]["run"] == "cand"

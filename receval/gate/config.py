@@ -45,7 +45,7 @@ GATE_TYPES: dict[str, frozenset[str]] = {
 _OPS = (">=", "<=", ">", "<")
 _BOUNDS = ("value", "ci_low", "ci_high")
 _CARD_KEYS = (
-    "intended_use", "out_of_scope_use", "factors", "training_data", "evaluation_data",
+    "intended_use", "intended_users", "out_of_scope_use", "factors", "training_data", "evaluation_data",
     "limitations", "ethical_considerations", "caveats_and_recommendations",
 )
 _MODEL_KEYS = ("name", "version", "type", "description", "owners", "license", "references", "citation")

@@ -152,7 +152,13 @@ def _evaluation(cfg: GateConfig, inp: _Inputs, st: dict[str, Any]) -> dict[str, 
         for m in extra:  # curve-only metrics live under "curves", not in the headline table
             d["metrics"].pop(m, None)
         if d.get("slices"):
-            d["slices"] = [row for row in d["slices"] if row.get("metric") not in extra]
+            # slices follow the audits' privacy rule: a slice smaller than min_group_size keeps its n, not its values
+            mgs = st["min_group_size"]
+            d["slices"] = [
+                {**row, "suppressed": True, "mean": None, "ci_low": None, "ci_high": None}
+                if (row.get("n") or 0) < mgs else {**row, "suppressed": False}
+                for row in d["slices"] if row.get("metric") not in extra
+            ]
         d["curves"] = {
             fam: [
                 {"k": k, "mean": res[m].mean, "ci_low": res[m].ci_low, "ci_high": res[m].ci_high, "n": res[m].n}
@@ -450,7 +456,7 @@ def run_gate(cfg: GateConfig, *, progress=None) -> GateRun:
         "schema_version": REPORT_SCHEMA_VERSION,
         "verdict": verdict,
         "summary": {"gates": len(gates), "passed": n_pass, "failed": n_fail, "errors": n_err},
-        "model": cfg.model,
+        "model": {**cfg.model, "run": cfg.evaluation["candidate"] if cfg.evaluation else None},
         "card": cfg.card,
         "gates": gates,
         "results": results,
