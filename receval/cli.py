@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gt.add_argument("--config", required=True, help="the gate config (TOML)")
     gt.add_argument("--out", required=True, help="directory for the report, JUnit file and model card")
-    gt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    gt.add_argument("--quiet", action="store_true", help="no progress lines on stderr (they are shown only on a terminal)")
 
     au = sub.add_parser(
         "audit",
@@ -390,9 +390,9 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
 
     def progress(msg: str) -> None:
-        if not args.quiet:
-            # one line per step; on a terminal the elapsed time helps on long steps
-            print(f"receval gate: {msg}" + (f" ({time.monotonic() - start:.1f} s)" if tty else ""), file=sys.stderr)
+        # progress only on a terminal (CI logs get the verdict and the gate lines, not step chatter)
+        if tty and not args.quiet:
+            print(f"receval gate: {msg} ({time.monotonic() - start:.1f} s)", file=sys.stderr)
 
     try:
         run = run_gate(cfg, progress=progress)
