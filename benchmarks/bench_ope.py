@@ -67,6 +67,11 @@ def generate(n: int, n_items: int, n_contexts: int, seed: int):
         "q_logged": q_hat[x, a],
         "q_target": (pi_e * q_hat).sum(1)[x],
         "truth": truth,
+        # the full tables, for OBP's (n_rounds, n_actions, 1) inputs (benchmarks/obp_crosscheck.py)
+        "context": x,
+        "action": a,
+        "pi_e": pi_e,
+        "q_hat": q_hat,
     }
 
 

@@ -147,8 +147,8 @@ def _check_inputs_match(data, inp) -> None:
 # ------------------------------------------------------------------ cases
 
 
-@pytest.fixture(scope="module")
-def obd_frames():
+def load_obd() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The OBD random log and the BTS empirical target on it."""
     rnd = read_obd(OBD / "random" / "all" / "all.csv.gz")
     bts = read_obd(OBD / "bts" / "all" / "all.csv.gz")
     return rnd, empirical_target(bts, rnd)
@@ -160,42 +160,66 @@ def _fixed_q(frame: pd.DataFrame) -> np.ndarray:
     return 0.002 + 0.001 * ((frame["item_id"].to_numpy() * 7 + frame["position"].to_numpy() * 3 + h) % 13)
 
 
-@pytest.fixture(scope="module", params=["cross-fitted", "fixed-array"])
-def obd_case(request, obd_frames):
-    """OBD random log, BTS empirical target; q_hat from receval's RewardModel or a fixed array."""
-    rnd, tgt = obd_frames
-    if request.param == "cross-fitted":
+def obd_case(kind: str, frames=None):
+    """OBD random log, BTS empirical target; q_hat from receval's RewardModel or a fixed array.
+
+    Returns (receval LoggedFeedback, OBP inputs).
+    """
+    rnd, tgt = load_obd() if frames is None else frames
+    if kind == "cross-fitted":
         rm = RewardModel(n_folds=2)
         data = logged_feedback(rnd, tgt, reward_range=(0, 1), reward_model=rm,
                                context_columns=list(USER_FEATURES))
         # the same deterministic cross-fit, for the per-candidate predictions OBP needs
         ql, qt_rows, _ = rm.cross_fit(rnd, tgt, list(USER_FEATURES))
         assert np.array_equal(ql, data.q_logged)
-    else:
+    elif kind == "fixed-array":
         feats = rnd[["request_id", *USER_FEATURES]]
         tgt = tgt.merge(feats, on="request_id", how="left")
         rnd = rnd.assign(q_fixed=_fixed_q(rnd))
         tgt = tgt.assign(q_fixed=_fixed_q(tgt))
         data = logged_feedback(rnd, tgt, reward_range=(0, 1), q_hat_column="q_fixed")
         ql, qt_rows = rnd["q_fixed"].to_numpy(), tgt["q_fixed"].to_numpy()
+    else:
+        raise ValueError(kind)
     return data, obp_inputs(rnd, tgt, ql, qt_rows)
 
 
-@pytest.fixture(scope="module", params=["q_true", "cross-fitted"])
-def synthetic_case(request):
+def synthetic_case(kind: str):
     """receval's synthetic bandit with 3 positions (3 rows per request), 12 items."""
     sim = simulate(3000, n_items=12, n_positions=3, n_contexts=30, logging_temperature=0.7,
                    target_temperature=0.4, seed=11)
     log, tgt = sim.log, sim.target
-    if request.param == "q_true":
+    if kind == "q_true":
         data = logged_feedback(log, tgt, reward_range=(0, 1), q_hat_column="q_true")
         ql, qt_rows = log["q_true"].to_numpy(), tgt["q_true"].to_numpy()
-    else:
+    elif kind == "cross-fitted":
         rm = RewardModel(n_folds=3, seed=2)
         data = logged_feedback(log, tgt, reward_range=(0, 1), reward_model=rm, context_columns=["context"])
         ql, qt_rows, _ = rm.cross_fit(log, tgt, ["context"])
         assert np.array_equal(ql, data.q_logged)
+    else:
+        raise ValueError(kind)
     return data, obp_inputs(log, tgt, ql, qt_rows)
+
+
+OBD_KINDS = ("cross-fitted", "fixed-array")
+SYNTHETIC_KINDS = ("q_true", "cross-fitted")
+
+
+@pytest.fixture(scope="module")
+def obd_frames():
+    return load_obd()
+
+
+@pytest.fixture(scope="module", params=OBD_KINDS, name="obd_case")
+def _obd_case(request, obd_frames):
+    return obd_case(request.param, obd_frames)
+
+
+@pytest.fixture(scope="module", params=SYNTHETIC_KINDS, name="synthetic_case")
+def _synthetic_case(request):
+    return synthetic_case(request.param)
 
 
 def _tie(data) -> float:
@@ -238,21 +262,26 @@ def _obp_value(est, inp, needs_q: bool) -> float:
     return float(est.estimate_policy_value(**kw))
 
 
-def _compare_all(data, inp) -> list[tuple[str, float, float]]:
-    """Compare every pair; return (label, receval, OBP) for each."""
+def compare_values(data, inp) -> list[tuple[str, float, float, float]]:
+    """(label, receval point(), receval estimate_many value, OBP value) for every pair."""
     tie = _tie(data)
-    assert (data.weight == tie).sum() >= 2
     pairs = _pairs(tie)
-    ests = [p[0] for p in pairs]
-    many = estimate_many(ests, data, interval="normal")
+    many = estimate_many([p[0] for p in pairs], data, interval="normal")
+    return [
+        (ours.label, ours.point(data), res.value, _obp_value(make(), inp, needs_q))
+        for (ours, make, needs_q), res in zip(pairs, many, strict=True)
+    ]
+
+
+def _compare_all(data, inp) -> list[tuple[str, float, float]]:
+    """Compare every pair to RTOL; return (label, receval, OBP) for each."""
+    assert (data.weight == _tie(data)).sum() >= 2
     out = []
-    for (ours, make, needs_q), res in zip(pairs, many, strict=True):
-        theirs = _obp_value(make(), inp, needs_q)
-        point = ours.point(data)
-        assert math.isfinite(theirs), ours.label
-        assert point == pytest.approx(theirs, rel=RTOL, abs=0), (ours.label, point, theirs)
-        assert res.value == pytest.approx(theirs, rel=RTOL, abs=0), (ours.label, res.value, theirs)
-        out.append((ours.label, point, theirs))
+    for label, point, value, theirs in compare_values(data, inp):
+        assert math.isfinite(theirs), label
+        assert point == pytest.approx(theirs, rel=RTOL, abs=0), (label, point, theirs)
+        assert value == pytest.approx(theirs, rel=RTOL, abs=0), (label, value, theirs)
+        out.append((label, point, theirs))
     return out
 
 
