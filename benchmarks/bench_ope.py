@@ -15,10 +15,12 @@ noise: this measures the estimators, not reward-model fitting), then times
 and prints wall times, process CPU times (all threads; the kernel uses every
 available core, so on an idle machine wall ~ CPU / cores) and peak memory
 (tracemalloc peak of each step, from a separate
-traced run, and the process's peak RSS). OBP is not installed here; per /work/shared/REFERENCES.md
+traced run, and the process's peak RSS). Per /work/shared/REFERENCES.md
 OBP takes about 7 s for IPW + SNIPW + DR point estimates with 100-resample
 intervals at this size (IPW 82 ms, SNIPW 80 ms, DR 555 ms; 1.2-1.7 s per
-interval). The issue's target is receval with **1,000** resamples <= 0.1x
+interval); ``benchmarks/obp_crosscheck.py --time`` re-measures it next to
+receval in an environment with obp (5.9-9.9 s wall, 5.7-7.2 s CPU on the
+shared 2-core development machine). The issue's target is receval with **1,000** resamples <= 0.1x
 that (0.7 s); both ratios are printed.
 
 The first bootstrap call that uses the compiled kernel pays for importing numba
