@@ -153,7 +153,7 @@ def main() -> None:
     t100, t1000 = rows[3][1], rows[4][1]
     print(
         f"points + 100-resample intervals: {t100:.3f} s vs OBP ~{OBP_SECONDS_100:.0f} s with 100 "
-        f"(REFERENCES.md, not measured here): {t100 / OBP_SECONDS_100:.3f}x at equal resamples"
+        f"(REFERENCES.md; benchmarks/obp_crosscheck.py --time measures it): {t100 / OBP_SECONDS_100:.3f}x at equal resamples"
     )
     print(
         f"points + 1,000-resample intervals: {t1000:.3f} s: {t1000 / OBP_SECONDS_100:.3f}x of OBP's 100-resample "
