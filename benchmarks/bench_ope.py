@@ -15,10 +15,12 @@ noise: this measures the estimators, not reward-model fitting), then times
 and prints wall times, process CPU times (all threads; the kernel uses every
 available core, so on an idle machine wall ~ CPU / cores) and peak memory
 (tracemalloc peak of each step, from a separate
-traced run, and the process's peak RSS). OBP is not installed here; per /work/shared/REFERENCES.md
+traced run, and the process's peak RSS). Per /work/shared/REFERENCES.md
 OBP takes about 7 s for IPW + SNIPW + DR point estimates with 100-resample
 intervals at this size (IPW 82 ms, SNIPW 80 ms, DR 555 ms; 1.2-1.7 s per
-interval). The issue's target is receval with **1,000** resamples <= 0.1x
+interval); ``benchmarks/obp_crosscheck.py --time`` re-measures it next to
+receval in an environment with obp (5.9-9.9 s wall, 5.7-7.2 s CPU on the
+shared 2-core development machine). The issue's target is receval with **1,000** resamples <= 0.1x
 that (0.7 s); both ratios are printed.
 
 The first bootstrap call that uses the compiled kernel pays for importing numba
@@ -67,6 +69,11 @@ def generate(n: int, n_items: int, n_contexts: int, seed: int):
         "q_logged": q_hat[x, a],
         "q_target": (pi_e * q_hat).sum(1)[x],
         "truth": truth,
+        # the full tables, for OBP's (n_rounds, n_actions, 1) inputs (benchmarks/obp_crosscheck.py)
+        "context": x,
+        "action": a,
+        "pi_e": pi_e,
+        "q_hat": q_hat,
     }
 
 
@@ -146,7 +153,7 @@ def main() -> None:
     t100, t1000 = rows[3][1], rows[4][1]
     print(
         f"points + 100-resample intervals: {t100:.3f} s vs OBP ~{OBP_SECONDS_100:.0f} s with 100 "
-        f"(REFERENCES.md, not measured here): {t100 / OBP_SECONDS_100:.3f}x at equal resamples"
+        f"(REFERENCES.md; benchmarks/obp_crosscheck.py --time measures it): {t100 / OBP_SECONDS_100:.3f}x at equal resamples"
     )
     print(
         f"points + 1,000-resample intervals: {t1000:.3f} s: {t1000 / OBP_SECONDS_100:.3f}x of OBP's 100-resample "
