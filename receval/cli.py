@@ -394,12 +394,21 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         if tty and not args.quiet:
             print(f"receval gate: {msg} ({time.monotonic() - start:.1f} s)", file=sys.stderr)
 
+    # Fail closed on a run that never finishes (killed, out of memory, power cut): first replace whatever
+    # an earlier run left in --out (perhaps a passing report) with an error report, overwritten on completion.
     try:
+        write_outputs(error_report("interrupted", "the gate run started but did not finish (killed or "
+                                   "interrupted); this placeholder is replaced when a run completes", args.config),
+                      args.out, summary=False)
         run = run_gate(cfg, progress=progress)
-    except Exception as exc:  # internal error: still leave an error report behind, then exit 3 via main()
-        write_outputs(error_report("internal", f"{type(exc).__name__}: {exc}", args.config), args.out)
+        paths = write_outputs(run.report, args.out)
+    except BaseException as exc:  # internal error or interrupt: leave an error report behind; exit 3 via main()
+        where = "interrupted" if isinstance(exc, KeyboardInterrupt) else "internal"
+        try:
+            write_outputs(error_report(where, f"{type(exc).__name__}: {exc}", args.config), args.out, summary=False)
+        except Exception:  # noqa: BLE001 - report.json is written first; the original error matters more
+            pass
         raise
-    paths = write_outputs(run.report, args.out)
     s = run.report["summary"]
     print(f"verdict: {run.report['verdict'].upper()} ({s['passed']} passed, {s['failed']} failed, "
           f"{s['errors']} error(s) of {s['gates']} gates)")

@@ -54,6 +54,7 @@ __all__ = [
     "catalogs",
     "attribute_tables",
     "drift_frames",
+    "toml_string",
     "gate_configs",
     "frame_backend",
     "check_outcome",
@@ -573,6 +574,19 @@ CONFIG_RULES: dict[str, tuple[str, str]] = {
     "typo_section": ("evaluaton", "did you mean 'evaluation'"),
 }
 
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (control characters and DEL escaped, other code points kept)."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 _GATE_METRICS = ["ndcg@10", "mrr", "recall@20", "precision@1", "map", "auc"]
 
 
@@ -585,12 +599,12 @@ def gate_configs(draw, inputs: Mapping[str, str], *, broken: bool | None = None,
     threshold, bound and op, hostile model names and gate ids; broken ones break one of
     :data:`CONFIG_RULES` (the error names the key and the line).
     """
-    name = draw(model_names if model_names is not None else st.sampled_from(HOSTILE_STRINGS))
-    lines = ["[model]", f"name = {json.dumps(name)}", "", "[settings]",
+    name = draw(model_names if model_names is not None else st.sampled_from([h for h in HOSTILE_STRINGS if h]))
+    lines = ["[model]", f"name = {toml_string(name)}", "", "[settings]",
              f"n_boot = {draw(st.sampled_from([1, 2, 20]))}",
              f"min_group_size = {draw(st.sampled_from([1, 20]))}", "", "[inputs]"]
     for k, v in inputs.items():
-        lines.append(f"{k} = {json.dumps(str(v))}")
+        lines.append(f"{k} = {toml_string(str(v))}")
     metrics = draw(st.lists(st.sampled_from(_GATE_METRICS), min_size=1, max_size=3, unique=True))
     lines += ["", "[evaluation]", 'candidate = "cand"', 'labels = "labels"', f"metrics = {json.dumps(metrics)}"]
     if "prod" in inputs:
@@ -599,7 +613,7 @@ def gate_configs(draw, inputs: Mapping[str, str], *, broken: bool | None = None,
     for j in range(draw(st.integers(1, 3))):
         gtype = draw(st.sampled_from(["metric", "sample_size"] + (["change", "non_inferiority"] if "prod" in inputs
                                                                   else [])))
-        g = ["", "[[gates]]", f"id = {json.dumps(draw(st.sampled_from(HOSTILE_STRINGS[:4])) + str(j))}",
+        g = ["", "[[gates]]", f"id = {toml_string(draw(st.sampled_from(HOSTILE_STRINGS[:4])) + str(j))}",
              f'type = "{gtype}"']
         if gtype == "metric":
             g += [f'metric = "{draw(st.sampled_from(metrics))}"',
@@ -622,7 +636,7 @@ def gate_configs(draw, inputs: Mapping[str, str], *, broken: bool | None = None,
         column, fragment = CONFIG_RULES[rule]
         g0 = gates[0]
         if rule == "typo_key":
-            g0.append("descriptoin = \"x\"")
+            gates[0] = g0[:3] + ['type = "metric"', f'metric = "{metrics[0]}"', "threshhold = 0.3"]
         elif rule == "wrong_type":
             gates[0] = g0[:3] + ['type = "metric"', f'metric = "{metrics[0]}"', 'threshold = "high"']
         elif rule == "unknown_gate_type":
