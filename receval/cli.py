@@ -413,9 +413,9 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     print(f"verdict: {run.report['verdict'].upper()} ({s['passed']} passed, {s['failed']} failed, "
           f"{s['errors']} error(s) of {s['gates']} gates)")
     for g in run.report["gates"]:
-        print(f"  [{g['status'].upper():5s}] {g['id']}: {g['message']}")
+        print(f"  [{g['status'].upper():5s}] {_safe(str(g['id']), oneline=True)}: {_safe(str(g['message']), oneline=True)}")
     for e in run.report["errors"]:
-        print(f"  error in {e['where']}: {e['message']}", file=sys.stderr)
+        print(_safe(f"  error in {e['where']}: {e['message']}"), file=sys.stderr)
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     return run.exit_code
 
@@ -551,6 +551,15 @@ def _cmd_metrics() -> int:
     return EXIT_OK
 
 
+def _safe(text: str, *, oneline: bool = False) -> str:
+    """Text for a terminal or CI log: control characters from configs or data (ANSI escapes that could erase
+    or fake lines, NUL, BEL) become U+FFFD; ``oneline`` also folds line breaks, so one gate is one line."""
+    from receval.reporting._util import no_controls
+
+    text = no_controls(text)
+    return " ".join(text.split()) if oneline else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -576,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_verify(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     except ReceValError as exc:
-        print(f"receval: error: {exc}", file=sys.stderr)
+        print(_safe(f"receval: error: {exc}"), file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:  # pragma: no cover
         print("receval: interrupted", file=sys.stderr)
