@@ -8,14 +8,13 @@ keeps this file quick; ``--hypothesis-profile=fuzz`` turns it into the long fuzz
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import receval

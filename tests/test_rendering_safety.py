@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
