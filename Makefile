@@ -4,7 +4,7 @@ PYTHON ?= python3
 DEMO_VENV := .venv-demo
 TEST_VENV := .venv-test
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench lint clean fuzz
 
 $(DEMO_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
@@ -40,6 +40,13 @@ test: $(TEST_VENV)/.installed
 
 test-all: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python -m pytest -q --hypothesis-profile=thorough
+
+# long fuzzing run of the hostile-input property tests (docs/robustness.md); FUZZ_EXAMPLES per test
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(TEST_VENV)/.installed
+	RECEVAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(TEST_VENV)/bin/python -m pytest -q --hypothesis-profile=fuzz \
+		--hypothesis-show-statistics tests/test_hostile_properties.py tests/test_gate_failclosed.py \
+		tests/test_rendering_safety.py tests/test_fuzz.py
 
 bench: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python benchmarks/bench_metrics.py

@@ -394,19 +394,28 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         if tty and not args.quiet:
             print(f"receval gate: {msg} ({time.monotonic() - start:.1f} s)", file=sys.stderr)
 
+    # Fail closed on a run that never finishes (killed, out of memory, power cut): first replace whatever
+    # an earlier run left in --out (perhaps a passing report) with an error report, overwritten on completion.
     try:
+        write_outputs(error_report("interrupted", "the gate run started but did not finish (killed or "
+                                   "interrupted); this placeholder is replaced when a run completes", args.config),
+                      args.out, summary=False)
         run = run_gate(cfg, progress=progress)
-    except Exception as exc:  # internal error: still leave an error report behind, then exit 3 via main()
-        write_outputs(error_report("internal", f"{type(exc).__name__}: {exc}", args.config), args.out)
+        paths = write_outputs(run.report, args.out)
+    except BaseException as exc:  # internal error or interrupt: leave an error report behind; exit 3 via main()
+        where = "interrupted" if isinstance(exc, KeyboardInterrupt) else "internal"
+        try:
+            write_outputs(error_report(where, f"{type(exc).__name__}: {exc}", args.config), args.out, summary=False)
+        except Exception:  # noqa: BLE001 - report.json is written first; the original error matters more
+            pass
         raise
-    paths = write_outputs(run.report, args.out)
     s = run.report["summary"]
     print(f"verdict: {run.report['verdict'].upper()} ({s['passed']} passed, {s['failed']} failed, "
           f"{s['errors']} error(s) of {s['gates']} gates)")
     for g in run.report["gates"]:
-        print(f"  [{g['status'].upper():5s}] {g['id']}: {g['message']}")
+        print(f"  [{g['status'].upper():5s}] {_safe(str(g['id']), oneline=True)}: {_safe(str(g['message']), oneline=True)}")
     for e in run.report["errors"]:
-        print(f"  error in {e['where']}: {e['message']}", file=sys.stderr)
+        print(_safe(f"  error in {e['where']}: {e['message']}"), file=sys.stderr)
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     return run.exit_code
 
@@ -542,6 +551,15 @@ def _cmd_metrics() -> int:
     return EXIT_OK
 
 
+def _safe(text: str, *, oneline: bool = False) -> str:
+    """Text for a terminal or CI log: control characters from configs or data (ANSI escapes that could erase
+    or fake lines, NUL, BEL) become U+FFFD; ``oneline`` also folds line breaks, so one gate is one line."""
+    from receval.reporting._util import no_controls
+
+    text = no_controls(text)
+    return " ".join(text.split()) if oneline else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -567,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_verify(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     except ReceValError as exc:
-        print(f"receval: error: {exc}", file=sys.stderr)
+        print(_safe(f"receval: error: {exc}"), file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:  # pragma: no cover
         print("receval: interrupted", file=sys.stderr)

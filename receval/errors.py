@@ -16,6 +16,7 @@ __all__ = [
     "Violation",
     "MetricNameError",
     "UsageError",
+    "ResourceError",
 ]
 
 
@@ -25,6 +26,14 @@ class ReceValError(Exception):
 
 class UsageError(ReceValError, ValueError):
     """A call or command line that cannot be carried out as written."""
+
+
+class ResourceError(ReceValError, MemoryError):
+    """An input too large for a computation that cannot stream, refused before allocating.
+
+    The message names the computation, the predicted allocation, the limit (``RECEVAL_MAX_DENSE_BYTES``,
+    default half the machine's memory) and what to do instead.
+    """
 
 
 class MetricNameError(ReceValError, ValueError):

@@ -40,3 +40,12 @@ def test_engine_modules_do_not_import_pyspark():
     # a Spark DataFrame is recognised by its class's module name; pyspark loads only when one is passed
     loaded = _loaded_after("import receval.engines.spark, receval.engines.streaming; receval.engines.is_spark_frame(1)")
     assert "pyspark" not in loaded
+
+
+def test_import_receval_and_running_the_gate_cli_never_import_hypothesis():
+    # receval.testing imports hypothesis (a test dependency): only tests may import it
+    probe = "import sys, receval, receval.gate, receval.reporting, receval.cli; print('hypothesis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    probe = "import sys, receval.testing; print('hypothesis' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "True"

@@ -636,6 +636,19 @@ def _ranked(frame: pl.DataFrame, by_position: bool) -> pl.DataFrame:
     return frame.with_columns(pl.int_range(pl.len()).over("request_id").alias("rank")).drop("__tb")
 
 
+def _scaled(v: np.ndarray) -> np.ndarray:
+    top = float(np.abs(v).max()) if len(v) else 0.0
+    return v / top if top > 0 and np.isfinite(top) else v
+
+
+def _finite_mean(v: np.ndarray) -> float | None:
+    """Mean of ``v`` without overflow; None (undefined) when a value is infinite."""
+    if not np.all(np.isfinite(v)):
+        return None
+    top = float(np.abs(v).max())
+    return float((v / top).mean() * top) if top > 1e300 else float(v.mean())
+
+
 def parity_audit(offline: Any, logged: Any, *, k: int = 10, tolerance: float = 1e-6) -> ParityAudit:
     """Offline/online parity of scores and rankings.
 
@@ -666,13 +679,17 @@ def parity_audit(offline: Any, logged: Any, *, k: int = 10, tolerance: float = 1
 
     if pairs.height:
         o, g = pairs["offline"].to_numpy(), pairs["logged"].to_numpy()
-        d = g - o
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = g - o  # may overflow to inf for scores near +-1.8e308: reported as None below
         ad = np.abs(d)
-        mean_diff, mean_abs, max_abs = float(d.mean()), float(ad.mean()), float(ad.max())
+        mean_diff, mean_abs, max_abs = _finite_mean(d), _finite_mean(ad), float(ad.max())
         share = float(np.mean(ad > tolerance))
         corr = None
-        if len(o) >= 2 and np.std(o) > 0 and np.std(g) > 0:
-            corr = float(np.corrcoef(o, g)[0, 1])
+        # correlation of the scaled scores (scaling leaves it unchanged; avoids overflow near 1e308)
+        os_, gs = _scaled(o), _scaled(g)
+        if len(o) >= 2 and np.all(np.isfinite(os_)) and np.all(np.isfinite(gs)) and np.std(os_) > 0 \
+                and np.std(gs) > 0:
+            corr = float(np.corrcoef(os_, gs)[0, 1])
     else:
         mean_diff = mean_abs = max_abs = share = corr = None
 

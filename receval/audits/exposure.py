@@ -406,6 +406,10 @@ def exposure_audit(
     g = frame["__g"].to_numpy()
     ns = frame["__ns"].to_numpy()
     cell = q * n_groups + g
+    from receval._memory import check_dense  # guard: refuse before allocating, not an OOM kill
+
+    check_dense("exposure_audit: the request x group exposure and relevance matrices", (n_req, n_groups), copies=5,
+                hint="use a coarser group_column (fewer groups), audit a sample of requests, or split the run")
     a_mat = np.bincount(cell, weights=att / ns, minlength=n_req * n_groups).reshape(n_req, n_groups)
     shown = np.bincount(cell, minlength=n_req * n_groups).reshape(n_req, n_groups) > 0
     n_requests_g = shown.sum(axis=0)

@@ -221,11 +221,17 @@ def _value_counts(s: pl.Series) -> tuple[dict[str, int], np.ndarray]:
     }, v[~null & np.isfinite(v)]
 
 
+def _mean(v: np.ndarray) -> float:
+    """Mean without overflow for values near the float64 limit (1e308 + 1e308)."""
+    top = float(np.abs(v).max())
+    return float((v / top).mean() * top) if top > 1e300 else float(v.mean())
+
+
 def _range_summary(s: pl.Series) -> tuple[dict[str, Any], np.ndarray]:
     counts, finite = _value_counts(s)
     summary = {"min": _num(finite.min()) if len(finite) else None,
                "max": _num(finite.max()) if len(finite) else None,
-               "mean": _num(finite.mean()) if len(finite) else None, **counts}
+               "mean": _num(_mean(finite)) if len(finite) else None, **counts}
     return summary, finite
 
 

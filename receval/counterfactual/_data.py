@@ -81,6 +81,60 @@ def _check_arrays(
     return lo, hi
 
 
+def _column_checks(frame, name: str, ids: tuple[str, ...], numeric: tuple[str, ...]) -> list[Violation]:
+    """Type rules of the columns the estimators read: ids integer or text and never null, numbers numeric.
+
+    Run before any merge or comparison, so that a text reward or a null request id is an InputError
+    naming the column, not a pandas error from inside a join.
+    """
+    import pandas as pd
+
+    out: list[Violation] = []
+    for c in ids:
+        if c not in frame.columns:
+            continue
+        col = frame[c]
+        nulls = np.flatnonzero(col.isna().to_numpy())
+        if len(nulls):
+            out.append(Violation(c, "must not be null", len(nulls), tuple(f"row {int(r)}" for r in nulls[:5]),
+                                 "drop or fill those rows explicitly; receval never guesses missing values"))
+        if pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+            out.append(Violation(c, f"must hold integers or text, found dtype {col.dtype}", len(col),
+                                 tuple(repr(v) for v in col.head(3).tolist()),
+                                 "cast ids to int or str; float ids lose precision and '7.0' != '7'"))
+        elif col.dtype == object:
+            kinds = {type(v).__name__ for v in col.dropna().tolist()}
+            if len(kinds) > 1:
+                out.append(Violation(c, f"must hold one type; found {', '.join(sorted(kinds))}", len(col),
+                                     hint="ids that mix numbers and text ('007' vs 7) are ambiguous; cast to str"))
+    for c in numeric:
+        if c not in frame.columns:
+            continue
+        col = frame[c]
+        if not (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)):
+            out.append(Violation(c, f"must be numeric, found dtype {col.dtype}", len(col),
+                                 tuple(repr(v) for v in col.head(3).tolist()),
+                                 "convert the column to numbers first"))
+    return out
+
+
+def _harmonise_ids(frames: list, columns: tuple[str, ...] = ("request_id", "item_id")) -> list:
+    """Give each id column one dtype across ``frames`` (text when they differ, as receval.evaluate does)."""
+    import pandas as pd
+
+    present = [f for f in frames if f is not None]
+    for c in columns:
+        have = [f for f in present if c in f.columns]
+        cats = [f for f in have if isinstance(f[c].dtype, pd.CategoricalDtype)]
+        for f in cats:
+            f[c] = f[c].astype(object)
+        kinds = {pd.api.types.is_integer_dtype(f[c].dtype) for f in have}
+        if len(kinds) > 1:
+            for f in have:
+                f[c] = f[c].astype(str)
+    return frames
+
+
 @dataclass(frozen=True)
 class LoggedFeedback:
     """Validated logged feedback as per-row arrays (build with :func:`logged_feedback`).
@@ -229,6 +283,22 @@ def logged_feedback(
         log["request_id"] = np.arange(len(log))
     if "position" not in log.columns:
         log["position"] = 1
+    numeric = ("reward", "propensity", "position", "target_probability") + ((q_hat_column,) if q_hat_column else ())
+    bad_types = _column_checks(log, "log", ("request_id", "item_id"), numeric)
+    if bad_types:
+        raise InputError("log", bad_types)
+    if target is not None:
+        target = target.reset_index(drop=True)
+        bad_types = _column_checks(target, "target", ("request_id", "item_id"),
+                                   ("probability", "position") + ((q_hat_column,) if q_hat_column else ()))
+        if bad_types:
+            raise InputError("target", bad_types)
+    if logging is not None:
+        logging = _to_pandas(logging).reset_index(drop=True)
+        bad_types = _column_checks(logging, "logging", ("request_id", "item_id"), ("probability", "position"))
+        if bad_types:
+            raise InputError("logging", bad_types)
+    _harmonise_ids([log, target, logging])
     if reward_model is not None and q_hat_column is not None:
         raise UsageError("give reward_model or q_hat_column, not both")
     violations: list[Violation] = []

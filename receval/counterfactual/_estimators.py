@@ -199,11 +199,15 @@ def _delta_ses(S: np.ndarray, spans, finishes) -> list[float]:
 def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
     w = d.weight
     n = d.n_rows
-    s1, s2 = float(w.sum()), float((w * w).sum())
-    ess = s1 * s1 / s2 if s2 > 0 else 0.0
+    s1 = float(w.sum())
+    # ESS = (sum w)^2 / sum w^2, on w / max(w) so that weights near 1e300 do not overflow
+    top = float(w.max()) if n else 0.0
+    ws = w / top if top > 0 and math.isfinite(top) else w
+    s2 = float((ws * ws).sum())
+    ess = float(ws.sum()) ** 2 / s2 if s2 > 0 else 0.0
     q50, q90, q99 = np.quantile(w, [0.5, 0.9, 0.99]) if n else (math.nan,) * 3
     mean_w = s1 / n if n else math.nan
-    se_w = float(w.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    se_w = float(ws.std(ddof=1) * (top if ws is not w else 1.0) / math.sqrt(n)) if n > 1 else math.nan
     diag = {
         "n_rows": n,
         "n_units": d.n_units,
@@ -328,6 +332,17 @@ def estimate_many(
         if np.isfinite(values[j]) and not lo_r <= values[j] <= hi_r:
             warns.append(
                 f"the estimate {values[j]:.4g} lies outside the reward range [{lo_r:g}, {hi_r:g}]"
+            )
+        if np.isfinite(values[j]) and not (np.isfinite(low[j]) and np.isfinite(high[j])):
+            warns.append(
+                f"the interval is undefined (n = {data.n_units} unit{'s' if data.n_units != 1 else ''}, "
+                f"{'resampling' if how and 'bootstrap' in how else 'delta method'}): an interval needs at least "
+                "two units with varying statistics; the bounds are published as None"
+            )
+        elif not np.isfinite(values[j]):
+            warns.append(
+                f"the estimate is undefined (n = {data.n_units}): its denominator is 0 or not finite, e.g. all "
+                "importance weights are 0 (the target never picks a logged action)"
             )
         how_j = refit_how if (refit_how and e.needs_model) else how
         out.append(
@@ -547,7 +562,12 @@ class DROS(Estimator):
         if math.isinf(self.lam):
             ws = w
         else:
-            ws = self.lam * w / (w * w + self.lam) if self.lam > 0 else np.zeros_like(w)
+            # lam w / (w^2 + lam) written as lam / (w + lam / w): no overflow for weights near 1e300
+            ws = np.zeros_like(w)
+            if self.lam > 0:
+                pos = w > 0
+                with np.errstate(over="ignore", divide="ignore"):
+                    ws[pos] = self.lam / (w[pos] + self.lam / w[pos])
         return [d.q_target + ws * (d.reward - d.q_logged), np.ones(d.n_rows)]
 
     def _finish(self, s):

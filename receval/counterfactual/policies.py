@@ -237,6 +237,11 @@ def softmax_policy(
         raise UsageError(f"max_exact must be an integer >= 0, got {max_exact!r}")
     df, starts, counts = _prepare(scores, k)
     R = len(counts)
+    from receval._memory import check_dense
+
+    check_dense("softmax_policy: the request x candidate x position marginals",
+                (R, int(counts.max()) if R else 0, k), copies=2,
+                hint="the longest request sets the width: cap the candidates per request or split the requests")
     z = _padded(df["score"].to_numpy() / temperature, starts, counts, -np.inf)  # sorted descending
     z = z - z[:, :1]
     marg = np.zeros((R, z.shape[1], k))

@@ -227,6 +227,19 @@ class SlateFeedback:
         real = r.ravel() if lengths is None else r[np.arange(r.shape[1])[None, :] < lengths[:, None]]
         lo, hi = _reward_checks(real, reward_range, v, "declare the right reward_range (of one slot's reward)")
         v = [x for x in v if x is not None]
+        if not v and pc is not None:
+            # whole-slate and cascade weights are products over slots: with propensities near 1e-300 they
+            # overflow float64, and every slate estimate would be inf or NaN
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                big = ~np.isfinite(np.cumprod(tc / pc, axis=1)).all(axis=1)
+            if big.any():
+                v.append(Violation(
+                    "conditional propensity",
+                    "the product over a slate's slots of target / logging conditional probabilities (its "
+                    "importance weight) must be finite in float64", int(big.sum()),
+                    tuple(f"slate {int(i)}" for i in np.flatnonzero(big)[:5]),
+                    "propensities this small (e.g. 1e-300) cannot support an importance-weighted estimate; "
+                    "drop those slates or check the logging probabilities"))
         if v:
             raise InputError("logged slates", v)
         return cls(
@@ -727,7 +740,7 @@ def _weight_diagnostics(
         flat = w[mask]
         n_l = mask.sum(axis=0)
         wm = np.where(mask, w, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # var: inf for weights ~1e300
             means = wm.sum(axis=0) / n_l
             var = (np.where(mask, (w - means) ** 2, 0.0)).sum(axis=0) / (n_l - 1)
             ses = np.sqrt(var / n_l)
@@ -737,10 +750,17 @@ def _weight_diagnostics(
         cols = w if w.ndim == 2 else w[:, None]
         m = cols.shape[0]
         means = cols.mean(axis=0) if m else np.full(cols.shape[1], math.nan)
-        ses = cols.std(axis=0, ddof=1) / math.sqrt(m) if m > 1 else np.full(cols.shape[1], math.nan)
+        # on w / max(w): weights near 1e300 must not overflow the squares
+        top_c = np.abs(cols).max(axis=0) if m else np.ones(cols.shape[1])
+        top_c = np.where((top_c > 0) & np.isfinite(top_c), top_c, 1.0)
+        ses = (cols / top_c).std(axis=0, ddof=1) * top_c / math.sqrt(m) if m > 1 \
+            else np.full(cols.shape[1], math.nan)
     n = len(flat)
-    s1, s2 = float(flat.sum()), float((flat * flat).sum())
-    ess = s1 * s1 / s2 if s2 > 0 else 0.0
+    s1 = float(flat.sum())
+    top = float(np.abs(flat).max()) if n else 0.0
+    fs = flat / top if top > 0 and math.isfinite(top) else flat
+    s2 = float((fs * fs).sum())
+    ess = float(fs.sum()) ** 2 / s2 if s2 > 0 else 0.0
     q50, q90, q99 = np.quantile(flat, [0.5, 0.9, 0.99]) if n else (math.nan,) * 3
     diag: dict[str, Any] = {
         "weights": {
@@ -851,6 +871,12 @@ def estimate_slates(
             warns.append(
                 f"the estimate {values[j]:.4g} lies outside the slate-reward range [{lo_r:g}, {hi_r:g}]"
             )
+        if not (np.isfinite(values[j]) and np.isfinite(low[j]) and np.isfinite(high[j])):
+            warns = list(warns) + [
+                f"the {'estimate' if not np.isfinite(values[j]) else 'interval'} is undefined "
+                f"(n = {data.n_slates} slate{'s' if data.n_slates != 1 else ''}): an interval needs at least two "
+                "slates with varying statistics, a self-normalised estimate a non-zero sum of weights; "
+                "undefined numbers are published as None"]
         out.append(
             OPEResult(
                 e.label,

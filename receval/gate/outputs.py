@@ -11,8 +11,9 @@ from receval.gate.runner import report_json
 __all__ = ["write_outputs", "verify_report"]
 
 
-def write_outputs(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write report.json and every rendered artefact to ``out_dir``; append the summary to $GITHUB_STEP_SUMMARY."""
+def write_outputs(report: dict[str, Any], out_dir: str | Path, *, summary: bool = True) -> list[Path]:
+    """Write report.json and every rendered artefact to ``out_dir``; append the summary to $GITHUB_STEP_SUMMARY
+    (unless ``summary`` is False). report.json is written first, so it exists even if a renderer fails."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "report.json"]
@@ -20,9 +21,9 @@ def write_outputs(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     from receval.reporting import render_report_md, write_all
 
     paths.extend(Path(p) for p in write_all(report, out))
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY") if summary else None
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
             fh.write(render_report_md(report))
             fh.write("\n")
     return paths

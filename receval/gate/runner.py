@@ -148,6 +148,15 @@ def _evaluation(cfg: GateConfig, inp: _Inputs, st: dict[str, Any]) -> dict[str, 
             inp.frame(name), labels, metrics + extra, by=ev["by"] or None, attributes=attrs, catalog=catalog,
             level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
         )
+        c = res.counts
+        if labels is not None and c.get("evaluated", 0) == c.get("labels_only_scored_zero", 0):
+            # fail closed: every request would score 0 from the labels alone, so the numbers say nothing about
+            # the run (typically ids that do not match, e.g. 'q7' vs 7, or an empty run)
+            raise SectionError(
+                f"evaluation: no request of the run {name!r} is in the labels ({c.get('run_requests', 0)} run "
+                f"requests, {c.get('label_requests', 0)} judged requests, none in common); its metrics would all "
+                "be 0 from the labels-only requests. Check that run and labels use the same request ids "
+                "(text 'q7' is not 7) and the same column mapping")
         d = res.to_dict()
         for m in extra:  # curve-only metrics live under "curves", not in the headline table
             d["metrics"].pop(m, None)

@@ -198,7 +198,7 @@ def md_escape(text: Any) -> str:
     backslash-escaped, and line-start markers (headings, lists, setext
     underlines) are neutralised.
     """
-    s = _md_inline(as_str(text))
+    s = _md_inline(no_controls(as_str(text)))
 
     def neutralise(m: re.Match[str]) -> str:
         marker = m.group(2)
@@ -211,13 +211,23 @@ def md_escape(text: Any) -> str:
 
 def md_cell(text: Any) -> str:
     """Inline Markdown (a table cell, a list item): escaped and on one line."""
-    s = " ".join(as_str(text).split())
+    s = " ".join(no_controls(as_str(text)).split())
     return _md_inline(s) if s else " "
 
 
+# C0 and C1 control characters (tab, newline and carriage return excepted): an ANSI escape, NUL or BEL
+# in a group name or gate id must not reach a page, a terminal or a CI log as a control character
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def no_controls(text: str) -> str:
+    """``text`` with control characters (other than tab, newline, carriage return) replaced by U+FFFD."""
+    return _CONTROL.sub("\ufffd", text)
+
+
 def h(text: Any) -> str:
-    """HTML-escape any text (quotes too: the result may sit in an attribute)."""
-    return html.escape(text if isinstance(text, str) else as_str(text), quote=True)
+    """HTML-escape any text (quotes too: the result may sit in an attribute); control characters become U+FFFD."""
+    return html.escape(no_controls(text if isinstance(text, str) else as_str(text)), quote=True)
 
 
 # XML 1.0 forbids most C0 controls; ElementTree would write them verbatim and

@@ -279,6 +279,7 @@ def _replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed: int 
                     out[row : row + b, j] = stats[j].finish(shared[key])
                 del wf, shared
         row += b
+        del w, sums  # before the next block is drawn: one block of weights alive at a time, whatever n_boot
     return out
 
 
