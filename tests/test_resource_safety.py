@@ -16,8 +16,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully suppo
 
 
 def _peak(fn) -> int:
+    import gc
+
+    gc.collect()  # garbage of earlier tests must not be freed (or counted) inside the probe
     tracemalloc.start()
     try:
+        tracemalloc.clear_traces()
         fn()
         return tracemalloc.get_traced_memory()[1]
     finally:
