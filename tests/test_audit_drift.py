@@ -462,3 +462,15 @@ def test_parity_errors():
         ks_distance([1.0], [])
     with pytest.raises(UsageError, match="KS needs numeric values"):
         ks_distance(["a"], ["b"])
+
+
+def test_ks_p_value_when_scipy_exact_computation_fails():
+    # fuzz finding: ties everywhere made scipy's exact KS fail (RuntimeWarning, an error under pytest);
+    # the asymptotic p-value is used instead, without a warning
+    from scipy.stats import ks_2samp
+
+    b = np.array([1.0, 1.0, 1.0, 1.0, 0.5])
+    c = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    res = ks_distance(b, c)
+    assert res.statistic == pytest.approx(0.2)
+    assert res.pvalue == pytest.approx(ks_2samp(b, c, method="asymp").pvalue)

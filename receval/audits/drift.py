@@ -316,8 +316,14 @@ def _ks(b: np.ndarray, c: np.ndarray) -> KSResult:
     from scipy.stats import ks_2samp
 
     d = _ks_statistic(b, c)
-    # the p-value is scipy's (exact or asymptotic as scipy chooses, two-sided)
-    p = float(ks_2samp(b, c).pvalue)
+    # the p-value is scipy's (exact or asymptotic as scipy chooses, two-sided); when
+    # the exact computation fails (heavy ties, e.g. constant samples) scipy falls
+    # back to the asymptotic one itself and warns: that fallback is what we want
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful", category=RuntimeWarning)
+        p = float(ks_2samp(b, c).pvalue)
     return KSResult(d, p)
 
 
