@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["poisson_sums", "poisson_sums_csr", "poisson_thresholds", "poisson_weights", "reference_weights",
-           "root_key"]
+__all__ = ["poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
+           "reference_weights", "root_key"]
 
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -49,6 +49,7 @@ REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a 
 MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
+LANES = 64  # replicates of one block of the CSC kernel: a unit's weights fill one 64-byte cache line
 
 
 def poisson_thresholds() -> np.ndarray:
@@ -239,13 +240,70 @@ def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out
 
 
 @nb.njit(cache=True, nogil=True)
+def _lane_weights(starts, gammas, t, chunk, lanes, wsum):
+    """Weights of replicates r < len(starts) <= LANES for every unit i into lanes[i, r] (uint8); lanes
+    r >= len(starts) are 0. wsum[r] += the replicate's weight total."""
+    n = lanes.shape[0]
+    m = len(starts)
+    buf = np.empty(chunk)
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        for r in range(m):
+            wsum[r] += _chunk_weights(starts[r], gammas[r], lo, hi, t, buf)
+            for i in range(hi - lo):
+                lanes[lo + i, r] = np.uint8(buf[i])
+        for r in range(m, LANES):
+            for i in range(lo, hi):
+                lanes[i, r] = 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _csc_gather(lanes, colptr, rows, data, out):
+    """out[r, c] = sum over the nonzeros p of column c, in order, of lanes[rows[p], r] * data[p].
+
+    The same products and additions, in the same order, as the CSR kernel's
+    accumulation into a column (a unit with weight 0 adds +0.0, which leaves
+    a sum unchanged; a non-finite value is skipped under weight 0, as there).
+    """
+    acc = np.zeros(LANES)
+    m = out.shape[0]
+    for c in range(len(colptr) - 1):
+        for r in range(LANES):
+            acc[r] = 0.0
+        for p in range(colptr[c], colptr[c + 1]):
+            wi = lanes[rows[p]]
+            v = data[p]
+            if math.isfinite(v):
+                for r in range(LANES):
+                    acc[r] += np.float64(wi[r]) * v
+            else:
+                for r in range(LANES):
+                    if wi[r] != 0:
+                        acc[r] += np.float64(wi[r]) * v
+        for r in range(m):
+            out[r, c] = acc[r]
+
+
+@nb.njit(cache=True, nogil=True)
 def _weights_block(starts, gammas, t, n, out):
+    """out[r, i] = weight of unit i in replicate r (uint8): eight branch-free comparisons, the rare
+    u >= T_7 refined in a second look at the row."""
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
     for r in range(len(starts)):
-        z = starts[r]
         g = gammas[r]
+        z = starts[r]
+        row = out[r]
         for i in range(n):
             z += g
-            out[r, i] = _quantile(_mix64(z), t)
+            u = _mix64(z)
+            row[i] = np.uint8(
+                np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
+                + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+            )
+        for i in range(n):
+            if row[i] == _FAST:
+                row[i] = np.uint8(_quantile(_mix64(starts[r] + _U64(i + 1) * g), t))
 
 
 _T: np.ndarray | None = None
@@ -357,9 +415,78 @@ def poisson_sums_csr(
     return out, wsum
 
 
+def poisson_sums_csc(
+    colptr: np.ndarray,
+    rows: np.ndarray,
+    data: np.ndarray,
+    n_units: int,
+    b0: int,
+    b1: int,
+    root: int,
+    *,
+    chunk: int = UNIT_CHUNK,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums of a sparse (CSC: columns of units, row indices sorted) statistics matrix.
+
+    The same weights and the same sums, bit for bit, as :func:`poisson_sums_csr`
+    on the CSR form of the matrix, laid out for many columns: replicates run
+    in blocks of ``LANES``; a block first writes the weights of all units into
+    a (units x LANES) byte matrix (one cache line per unit), then sums each
+    column over its nonzeros, all lanes at once, in registers. Its memory
+    traffic is one cache line per nonzero and block, where the CSR kernel
+    streams the whole matrix once per replicate and scatters into a row as
+    wide as the matrix. Blocks run on ``threads`` threads (each with its own
+    n_units x LANES bytes); each sum is accumulated in row order whatever the
+    split. Returns (sums of shape (b1 - b0, n_columns), weight totals).
+    """
+    colptr = np.ascontiguousarray(colptr, dtype=np.int64)
+    if rows.dtype != np.int32:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+    rows = np.ascontiguousarray(rows)
+    data = np.ascontiguousarray(data, dtype=np.float64)
+    n = int(n_units)
+    nb_ = b1 - b0
+    out = np.zeros((nb_, len(colptr) - 1))
+    wsum = np.zeros(nb_)
+    t = _thresholds()
+    starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
+    blocks = [(lo, min(lo + LANES, nb_)) for lo in range(0, nb_, LANES)]
+    if threads is None:
+        threads = default_threads() if nb_ * (n + len(data)) >= MIN_THREADED_CELLS else 1
+    threads = max(1, min(threads, len(blocks)))
+
+    def run(k: int) -> None:
+        lanes = np.empty((n, LANES), dtype=np.uint8)
+        for lo, hi in blocks[k::threads]:
+            _lane_weights(starts[lo:hi], gammas[lo:hi], t, int(chunk), lanes, wsum[lo:hi])
+            _csc_gather(lanes, colptr, rows, data, out[lo:hi])
+
+    if threads <= 1:
+        run(0)
+    else:  # the kernels release the GIL; each thread writes only its own rows
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(run, range(threads)))
+    return out, wsum
+
+
 def poisson_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:
     """The weights of replicates b0..b1-1 for units 0..n-1, shape (b1 - b0, n), uint8."""
     starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
     out = np.empty((b1 - b0, n), dtype=np.uint8)
-    _weights_block(starts, gammas, _thresholds(), int(n), out)
+    t = _thresholds()
+    m = b1 - b0
+    threads = default_threads() if m * n >= MIN_THREADED_CELLS else 1
+    spans = np.linspace(0, m, min(threads, max(m, 1)) + 1).astype(np.int64)
+
+    def run(k: int) -> None:
+        lo, hi = int(spans[k]), int(spans[k + 1])
+        if hi > lo:
+            _weights_block(starts[lo:hi], gammas[lo:hi], t, int(n), out[lo:hi])
+
+    if len(spans) <= 2:
+        run(0)
+    else:  # the kernel releases the GIL; each thread writes only its own rows
+        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
+            list(pool.map(run, range(len(spans) - 1)))
     return out
