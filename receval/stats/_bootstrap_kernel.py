@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
+__all__ = ["poisson_group_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
            "reference_weights", "root_key"]
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -218,6 +218,63 @@ def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
                 out[b + 3, j] += a3
 
 
+@nb.njit(inline="always")
+def _chunk_weights_at(start, gamma, idx, lo, hi, t, wbuf):
+    """As _chunk_weights for the units idx[lo..hi-1] (any order): weight of unit u is output u + 1."""
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
+    total = 0
+    n_tail = 0
+    for i in range(hi - lo):
+        u = _mix64(start + _U64(idx[lo + i] + 1) * gamma)
+        c = (
+            np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
+            + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+        )
+        n_tail += np.int64(u >= t7)
+        total += c
+        wbuf[i] = np.float64(c)
+    if n_tail:
+        for i in range(hi - lo):
+            u = _mix64(start + _U64(idx[lo + i] + 1) * gamma)
+            if u >= t7:
+                w = _quantile(u, t)
+                total += w - _FAST
+                wbuf[i] = np.float64(w)
+    return total
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _group_sums_block(xs, idx, plan, starts, gammas, t, b0, b1, out, wsum):
+    """Per-segment sums of replicates b0..b1-1 (multiples of GROUP): out[b, s, j] += sum over the units
+    of segment s of w_b(unit) * xs[j, unit position]; plan rows (lo, hi, s) tile the positions."""
+    k = xs.shape[0]
+    w = np.empty((GROUP, UNIT_CHUNK))
+    for c in range(plan.shape[0]):
+        lo, hi, seg = plan[c, 0], plan[c, 1], plan[c, 2]
+        m = hi - lo
+        for b in range(b0, b1, GROUP):
+            for r in range(GROUP):
+                wsum[b + r] += _chunk_weights_at(starts[b + r], gammas[b + r], idx, lo, hi, t, w[r])
+            w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+            for j in range(k):
+                xj = xs[j, lo:hi]
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
+                for i in range(m):
+                    x = xj[i]
+                    a0 += w0[i] * x
+                    a1 += w1[i] * x
+                    a2 += w2[i] * x
+                    a3 += w3[i] * x
+                out[b, seg, j] += a0
+                out[b + 1, seg, j] += a1
+                out[b + 2, seg, j] += a2
+                out[b + 3, seg, j] += a3
+
+
 @nb.njit(cache=True, nogil=True)
 def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out, wsum):
     """Sums of replicates b0..b1-1 of a CSR statistics matrix (units x columns) into out[b - b0].
@@ -358,6 +415,60 @@ def poisson_sums(
 
     def run(span: tuple[int, int]) -> None:
         _sums_block(xt, starts, gammas, t, span[0], span[1], int(chunk), out, wsum)
+
+    if threads <= 1 or len(blocks) <= 1:
+        for span in blocks:
+            run(span)
+    else:  # the kernel releases the GIL; each block writes only its own rows
+        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
+            list(pool.map(run, blocks))
+    return out[:n_boot], wsum[:n_boot]
+
+
+def poisson_group_sums(
+    x: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+    n_boot: int,
+    root: int,
+    *,
+    block: int = REPLICATE_BLOCK,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums per group: S[b, g, j] = sum over units i with codes[i] == g of w_bi x[i, j].
+
+    ``x`` has shape (n, k) (one row per unit), ``codes`` values in [0, n_groups).
+    The weights are those of :func:`poisson_sums` (unit i keeps its weight
+    whatever its group), so S summed over g is the ungrouped replicate sum up to
+    float rounding; the cost is that of one ungrouped pass, O(n_boot x n x k),
+    whatever the number of groups. Units are visited group by group in unit
+    order, in chunks that never straddle two groups; sums depend on neither
+    ``block`` nor ``threads``. Returns (S of shape (n_boot, n_groups, k), weight
+    totals of shape (n_boot,)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, k = x.shape
+    codes = np.asarray(codes, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    xs = np.ascontiguousarray(x[order].T)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))]).astype(np.int64)
+    plan = []
+    for g in range(n_groups):
+        for lo in range(int(bounds[g]), int(bounds[g + 1]), UNIT_CHUNK):
+            plan.append((lo, min(lo + UNIT_CHUNK, int(bounds[g + 1])), g))
+    plan_arr = np.array(plan, dtype=np.int64).reshape(-1, 3)
+    padded = -(-n_boot // GROUP) * GROUP
+    block = -(-block // GROUP) * GROUP
+    out = np.zeros((padded, n_groups, k))
+    wsum = np.zeros(padded)
+    t = _thresholds()
+    starts, gammas = _streams(np.uint64(root), 0, padded)
+    blocks = [(b0, min(b0 + block, padded)) for b0 in range(0, padded, block)]
+    if threads is None:
+        threads = default_threads() if padded * n >= MIN_THREADED_CELLS else 1
+
+    def run(span: tuple[int, int]) -> None:
+        _group_sums_block(xs, order, plan_arr, starts, gammas, t, span[0], span[1], out, wsum)
 
     if threads <= 1 or len(blocks) <= 1:
         for span in blocks:
