@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["poisson_group_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
+__all__ = ["gini_rows", "poisson_group_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
            "reference_weights", "root_key"]
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -49,7 +49,11 @@ REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a 
 MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
-LANES = 64  # replicates of one block of the CSC kernel: a unit's weights fill one 64-byte cache line
+LINE = 64  # bytes of a unit's weights in the CSC kernel: one cache line
+LANES = 2 * LINE  # replicates of one block of the CSC kernel: 4 bits per weight
+LANE_CHUNK = 128  # units whose weights are drawn before being transposed into lines (a 16 KB tile)
+PREFETCH = 16  # entries ahead whose weights the CSC kernel asks the CPU to load
+RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (20 * 3000 < 2^16)
 
 
 def poisson_thresholds() -> np.ndarray:
@@ -296,47 +300,135 @@ def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out
                         out[r, indices[p]] += wi * data[p]
 
 
+@nb.extending.intrinsic
+def _prefetch(typingctx, arr, row):
+    """Hint the CPU to load the cache line of arr[row, 0] (llvm.prefetch: read, high locality)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    sig = nb.types.void(arr, row)
+
+    def codegen(context, builder, signature, args):
+        aryty, rowty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, args[1], rowty, nb.types.intp), context.get_constant(nb.types.intp, 0)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @nb.njit(cache=True, nogil=True)
-def _lane_weights(starts, gammas, t, chunk, lanes, wsum):
-    """Weights of replicates r < len(starts) <= LANES for every unit i into lanes[i, r] (uint8); lanes
-    r >= len(starts) are 0. wsum[r] += the replicate's weight total."""
+def _lane_weights(starts, gammas, t, nib, lanes, wsum):
+    """Weights of replicates r < len(starts) of every unit i into the 64-byte line lanes[i].
+
+    ``nib``: 4 bits per weight, replicate r in byte r % 64, low nibble for
+    r < 64, high nibble above (up to LANES = 128 replicates); returns False,
+    leaving the lines unusable, when some weight exceeds 15 (P = 1.3e-14 per
+    draw). Otherwise one byte per weight, replicate r in byte r (up to 64).
+    Unused lanes are 0. wsum[r] += the replicate's weight total.
+    """
     n = lanes.shape[0]
     m = len(starts)
-    buf = np.empty(chunk)
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
+    tile = np.zeros((LANES, LANE_CHUNK), dtype=np.uint8)
+    for lo in range(0, n, LANE_CHUNK):
+        hi = min(lo + LANE_CHUNK, n)
         for r in range(m):
-            wsum[r] += _chunk_weights(starts[r], gammas[r], lo, hi, t, buf)
+            g = gammas[r]
+            z = starts[r] + _U64(lo) * g
+            row = tile[r]
+            total = 0
             for i in range(hi - lo):
-                lanes[lo + i, r] = np.uint8(buf[i])
-        for r in range(m, LANES):
-            for i in range(lo, hi):
-                lanes[i, r] = 0
+                z += g
+                u = _mix64(z)
+                c = (
+                    np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
+                    + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+                )
+                total += c
+                row[i] = np.uint8(c)
+            for i in range(hi - lo):
+                if row[i] == _FAST:  # P = 1.0e-5: refine
+                    w = _quantile(_mix64(starts[r] + _U64(lo + i + 1) * g), t)
+                    if nib and w > 15:
+                        return False
+                    total += w - _FAST
+                    row[i] = np.uint8(w)
+            wsum[r] += total
+        for i in range(hi - lo):  # transpose the tile: one line per unit
+            dst = lanes[lo + i]
+            if nib:
+                for j in range(LINE):
+                    dst[j] = tile[j, i] | (tile[j + LINE, i] << np.uint8(4))
+            else:
+                for j in range(LINE):
+                    dst[j] = tile[j, i]
+    return True
 
 
 @nb.njit(cache=True, nogil=True)
-def _csc_gather(lanes, colptr, rows, data, out):
-    """out[r, c] = sum over the nonzeros p of column c, in order, of lanes[rows[p], r] * data[p].
+def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
+    """out[r, c] = sum over the entries p of column c of w_r(rows[p]) * data[p], for r < out.shape[0].
 
-    The same products and additions, in the same order, as the CSR kernel's
-    accumulation into a column (a unit with weight 0 adds +0.0, which leaves
-    a sum unchanged; a non-finite value is skipped under weight 0, as there).
+    ``runs=False``: each entry's product is added in entry order: the same
+    products and additions as the CSR kernel's accumulation into a column (a
+    unit with weight 0 adds +0.0, which leaves a sum unchanged; a non-finite
+    value is skipped under weight 0, as there). ``runs=True``: the weights of
+    a run of equal values are added as integers (exactly), then multiplied by
+    the value once.
     """
     acc = np.zeros(LANES)
+    ilo = np.zeros(LINE, dtype=np.uint16)
+    ihi = np.zeros(LINE, dtype=np.uint16)
+    flo = np.zeros(LINE)
+    fhi = np.zeros(LINE)
     m = out.shape[0]
+    nnz = len(rows)
+    run_max = RUN_MAX if runs else 1  # 15 (nibbles) or 20 times RUN_MAX fits in 16 bits
     for c in range(len(colptr) - 1):
         for r in range(LANES):
             acc[r] = 0.0
-        for p in range(colptr[c], colptr[c + 1]):
-            wi = lanes[rows[p]]
+        p = colptr[c]
+        e = colptr[c + 1]
+        while p < e:
             v = data[p]
+            for j in range(LINE):
+                ilo[j] = 0
+                ihi[j] = 0
+            stop = min(e, p + run_max)
+            while True:
+                if p + PREFETCH < nnz:
+                    _prefetch(lanes, rows[p + PREFETCH])
+                wi = lanes[rows[p]]
+                if nib:
+                    for j in range(LINE):
+                        ilo[j] += wi[j] & np.uint8(15)
+                        ihi[j] += wi[j] >> np.uint8(4)
+                else:
+                    for j in range(LINE):
+                        ilo[j] += wi[j]
+                p += 1
+                if p >= stop or not (data[p] == v):
+                    break
             if math.isfinite(v):
-                for r in range(LANES):
-                    acc[r] += np.float64(wi[r]) * v
+                for j in range(LINE):
+                    flo[j] = np.float64(ilo[j]) * v
+                    fhi[j] = np.float64(ihi[j]) * v
             else:
-                for r in range(LANES):
-                    if wi[r] != 0:
-                        acc[r] += np.float64(wi[r]) * v
+                for j in range(LINE):
+                    flo[j] = np.float64(ilo[j]) * v if ilo[j] != 0 else 0.0
+                    fhi[j] = np.float64(ihi[j]) * v if ihi[j] != 0 else 0.0
+            for j in range(LINE):
+                acc[j] += flo[j]
+            if nib:
+                for j in range(LINE):
+                    acc[LINE + j] += fhi[j]
         for r in range(m):
             out[r, c] = acc[r]
 
@@ -361,6 +453,145 @@ def _weights_block(starts, gammas, t, n, out):
         for i in range(n):
             if row[i] == _FAST:
                 row[i] = np.uint8(_quantile(_mix64(starts[r] + _U64(i + 1) * g), t))
+
+
+@nb.njit(inline="always")
+def _insertion_sort(srt, smul, m, unit, budget):
+    """Sort srt[:m] ascending in place (smul alongside unless ``unit``); False, leaving a permutation,
+    when that takes more than ``budget`` moves."""
+    moves = 0
+    for p in range(1, m):
+        v = srt[p]
+        if srt[p - 1] <= v:
+            continue
+        w = smul[p]
+        h = p
+        while h > 0 and srt[h - 1] > v:
+            srt[h] = srt[h - 1]
+            if not unit:
+                smul[h] = smul[h - 1]
+            h -= 1
+        srt[h] = v
+        if not unit:
+            smul[h] = w
+        moves += p - h
+        if moves > budget:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _gini_numerators(x, n_total, mult, unit, out):
+    """out[i] = sum_k (2k - n - 1) x_(k) over row i of x, each column standing for mult[c] items
+    (``unit``: one item each, mult unread), padded with zeros to n = n_total items; x >= 0.
+
+    The row's positive values are sorted by a bucket pass on their bit patterns
+    (order-preserving for non-negative doubles; about one bucket per value,
+    spaced geometrically), then by an insertion pass (equal values do not move),
+    replaced by a full sort when it would move values more than 16 times per
+    value. A run of equal values holding
+    h items at positions s+1..s+h adds v * h * (2s + h - n) (ties need no order).
+    """
+    b, c = x.shape
+    n = float(n_total)
+    vals = np.empty(c)
+    mul = np.ones(c)
+    keys = np.empty(c, dtype=np.int64)
+    srt = np.empty(c)
+    smul = np.ones(c)
+    bits = 1
+    while (1 << bits) < c:
+        bits += 1
+    nbk = 1 << min(bits, 17)
+    cnt = np.zeros(nbk + 1, dtype=np.int64)
+    for i in range(b):
+        row = x[i]
+        m = 0
+        lo = np.inf
+        hi = 0.0
+        before = n  # items before the positive values: zeros, never shown
+        for j in range(c):
+            v = row[j]
+            if v > 0 and (unit or mult[j] > 0):
+                vals[m] = v
+                if not unit:
+                    mul[m] = mult[j]
+                    before -= mult[j]
+                m += 1
+                lo = min(lo, v)
+                hi = max(hi, v)
+        if unit:
+            before -= m
+        if m == 0:
+            out[i] = 0.0
+            continue
+        vb = vals[:m].view(np.int64)
+        lob = np.array([lo]).view(np.int64)[0]
+        span = np.array([hi]).view(np.int64)[0] - lob
+        shift = 0
+        while (span >> shift) >= nbk:
+            shift += 1
+        cnt[:] = 0
+        for j in range(m):
+            key = (vb[j] - lob) >> shift
+            keys[j] = key
+            cnt[key + 1] += 1
+        for key in range(nbk):
+            cnt[key + 1] += cnt[key]
+        for j in range(m):
+            d = cnt[keys[j]]
+            srt[d] = vals[j]
+            if not unit:
+                smul[d] = mul[j]
+            cnt[keys[j]] = d + 1
+        # buckets are in order: an insertion pass moves values within their bucket only; equal
+        # values do not move. Many distinct values in one bucket: a full sort bounds the cost.
+        if not _insertion_sort(srt, smul, m, unit, 16 * m + 1024):
+            o = np.argsort(srt[:m], kind="mergesort")
+            srt[:m] = srt[:m][o]
+            if not unit:
+                smul[:m] = smul[:m][o]
+        acc = 0.0
+        pos = before
+        p = 0
+        while p < m:
+            v = srt[p]
+            h = 0.0
+            while p < m and srt[p] == v:
+                h += smul[p]
+                p += 1
+            acc += v * h * (2.0 * pos + h - n)
+            pos += h
+        out[i] = acc
+
+
+def gini_rows(x: np.ndarray, n_total: int, mult: np.ndarray | None = None, *,
+              threads: int | None = None) -> np.ndarray:
+    """Gini index of each row of x (b, c) >= 0, each column standing for ``mult`` items (default 1),
+    padded with zeros up to ``n_total`` items: sum_k (2k - n - 1) x_(k) / (n sum x), NaN where a row
+    sums to 0. Rows are split among ``threads`` threads."""
+    x = np.asarray(x, dtype=np.float64)
+    b, c = x.shape
+    unit = mult is None
+    mult_ = np.ones(c) if unit else np.ascontiguousarray(mult, dtype=np.float64)
+    num = np.zeros(b)
+    if threads is None:
+        threads = default_threads() if b * c >= MIN_THREADED_CELLS else 1
+    spans = np.linspace(0, b, min(max(threads, 1), max(b, 1)) + 1).astype(np.int64)
+
+    def run(k: int) -> None:
+        lo, hi = int(spans[k]), int(spans[k + 1])
+        if hi > lo:
+            _gini_numerators(x[lo:hi], int(n_total), mult_, unit, num[lo:hi])
+
+    if len(spans) <= 2:
+        run(0)
+    else:  # the kernel releases the GIL; each thread writes only its own rows
+        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
+            list(pool.map(run, range(len(spans) - 1)))
+    total = x @ mult_
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / (float(n_total) * total)
 
 
 _T: np.ndarray | None = None
@@ -535,26 +766,31 @@ def poisson_sums_csc(
     b1: int,
     root: int,
     *,
-    chunk: int = UNIT_CHUNK,
+    runs: bool = False,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Replicate sums of a sparse (CSC: columns of units, row indices sorted) statistics matrix.
+    """Replicate sums of a sparse statistics matrix given by columns (CSC: units x columns).
 
-    The same weights and the same sums, bit for bit, as :func:`poisson_sums_csr`
-    on the CSR form of the matrix, laid out for many columns: replicates run
-    in blocks of ``LANES``; a block first writes the weights of all units into
-    a (units x LANES) byte matrix (one cache line per unit), then sums each
-    column over its nonzeros, all lanes at once, in registers. Its memory
-    traffic is one cache line per nonzero and block, where the CSR kernel
-    streams the whole matrix once per replicate and scatters into a row as
-    wide as the matrix. Blocks run on ``threads`` threads (each with its own
-    n_units x LANES bytes); each sum is accumulated in row order whatever the
-    split. Returns (sums of shape (b1 - b0, n_columns), weight totals).
+    The same weights as :func:`poisson_sums`. Replicates run in blocks of
+    ``LANES``: a block first writes the weights of all units into a
+    (units x LANES) byte matrix, one cache line per unit, then sums each column
+    over its entries for all lanes at once, loading one cache line per entry
+    (requested ``PREFETCH`` entries ahead). The CSR kernel instead streams the
+    whole matrix once per replicate and scatters into a row as wide as the
+    matrix, which thrashes the cache when there are many columns.
+
+    ``runs=False``: with row indices sorted within each column, the sums are
+    those of :func:`poisson_sums_csr`, bit for bit (the same products, added in
+    the same order). ``runs=True``: the entries of a column are summed by runs
+    of equal values (store a column value by value to make them long): integer
+    weight sums, one multiplication per run; the same sums up to float rounding.
+
+    Blocks run on ``threads`` threads, each with its own n_units x LANES bytes;
+    the sums do not depend on the split. Returns (sums of shape
+    (b1 - b0, n_columns), weight totals).
     """
     colptr = np.ascontiguousarray(colptr, dtype=np.int64)
-    if rows.dtype != np.int32:
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-    rows = np.ascontiguousarray(rows)
+    rows = np.ascontiguousarray(rows, dtype=np.int32 if rows.dtype == np.int32 else np.int64)
     data = np.ascontiguousarray(data, dtype=np.float64)
     n = int(n_units)
     nb_ = b1 - b0
@@ -566,12 +802,18 @@ def poisson_sums_csc(
     if threads is None:
         threads = default_threads() if nb_ * (n + len(data)) >= MIN_THREADED_CELLS else 1
     threads = max(1, min(threads, len(blocks)))
-
     def run(k: int) -> None:
-        lanes = np.empty((n, LANES), dtype=np.uint8)
+        lanes = np.empty((n, LINE), dtype=np.uint8)
         for lo, hi in blocks[k::threads]:
-            _lane_weights(starts[lo:hi], gammas[lo:hi], t, int(chunk), lanes, wsum[lo:hi])
-            _csc_gather(lanes, colptr, rows, data, out[lo:hi])
+            part = wsum[lo:hi].copy()
+            if _lane_weights(starts[lo:hi], gammas[lo:hi], t, True, lanes, part):
+                wsum[lo:hi] = part
+                _csc_gather(lanes, True, colptr, rows, data, runs, out[lo:hi])
+                continue
+            for a in range(lo, hi, LINE):  # a weight above 15 (about once in 10^14 draws): bytes
+                b = min(a + LINE, hi)
+                _lane_weights(starts[a:b], gammas[a:b], t, False, lanes, wsum[a:b])
+                _csc_gather(lanes, False, colptr, rows, data, runs, out[a:b])
 
     if threads <= 1:
         run(0)

@@ -41,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "bootstrap_means", "bootstrap_replicates", "percentile_interval", "replicate_weights"]
+__all__ = ["BootstrapResult", "ColumnRuns", "bootstrap_means", "bootstrap_replicates", "percentile_interval", "replicate_weights"]
 
 Method = Literal["auto", "multinomial", "poisson", "poisson-fused"]
 METHODS = ("auto", "multinomial", "poisson", "poisson-fused")
@@ -272,10 +272,10 @@ def _replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed: int 
             if sparse:
                 wf = w.astype(np.float64)
                 shared: dict[int, np.ndarray] = {}  # one product per distinct sparse matrix
-                for j in sparse:  # scipy.sparse
+                for j in sparse:  # scipy.sparse, or ColumnRuns (as scipy)
                     key = first[id(stats[j].stats)]
                     if key not in shared:
-                        shared[key] = np.asarray((stats[j].stats.T @ wf.T).T)
+                        shared[key] = np.asarray((_scipy(stats[j].stats).T @ wf.T).T)
                     out[row : row + b, j] = stats[j].finish(shared[key])
                 del wf, shared
         row += b
@@ -337,22 +337,71 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
             for jj in dense:
                 if first[id(stats[jj].stats)] == j:
                     out[:, jj] = stats[jj].finish(own)
-        # scipy.sparse statistics: the compiled CSR kernel, the same weights, products shared by identity
-        from receval.stats._bootstrap_kernel import poisson_sums_csr
+        # sparse statistics (scipy.sparse, ColumnRuns): the compiled CSC kernel, the same weights,
+        # products shared by identity
+        from receval.stats._bootstrap_kernel import LANES, default_threads, poisson_sums_csc
 
         for j in sparse:
             if first[id(stats[j].stats)] != j:
                 continue
-            csr = stats[j].stats.tocsr()
-            m = csr.shape[1]
-            block = max(1, min(n_boot, _BLOCK_CELLS // max(m, 1)))  # bounds the (replicates x columns) output
+            mat = stats[j].stats
+            if isinstance(mat, ColumnRuns):
+                colptr, rows, data, runs = mat.colptr, mat.rows, mat.data, True
+            else:  # sorted row indices: the CSR kernel's sums, bit for bit
+                csc = mat.tocsc()
+                csc.sort_indices()
+                colptr, rows, data, runs = csc.indptr, csc.indices, csc.data, False
+            m = mat.shape[1]
+            # replicates per call: bounds the (replicates x columns) output, a multiple of the kernel's blocks
+            lanes = LANES * default_threads()
+            block = max(1, min(n_boot, max(lanes, _BLOCK_CELLS // max(m, 1) // lanes * lanes)))
             for b0 in range(0, n_boot, block):
                 b1 = min(b0 + block, n_boot)
-                part, _ = poisson_sums_csr(csr.indptr, csr.indices, csr.data, m, b0, b1, root)
+                part, _ = poisson_sums_csc(colptr, rows, data, n, b0, b1, root, runs=runs)
                 for jj in sparse:
                     if first[id(stats[jj].stats)] == j:
                         out[b0:b1, jj] = stats[jj].finish(part)
     return out
+
+
+class ColumnRuns:
+    """Sparse statistics (units x columns) stored column by column, for the fused kernel.
+
+    Column c holds the entries colptr[c]..colptr[c+1]-1: unit ``rows[p]`` has
+    value ``data[p]`` (a unit listed twice in a column has the sum of its
+    values). Store each column value by value, in runs of equal values: the
+    fused scheme (:func:`receval.stats._bootstrap_kernel.poisson_sums_csc` with
+    ``runs=True``) adds a run's integer weights exactly and multiplies once, so
+    a column of few distinct values costs one integer addition per entry and
+    replicate. The other schemes read it as a scipy matrix (:meth:`tocsr`).
+    """
+
+    def __init__(self, colptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n_units: int):
+        self.colptr = np.ascontiguousarray(colptr, dtype=np.int64)
+        self.rows = np.ascontiguousarray(rows, dtype=np.int32 if n_units < 2**31 else np.int64)
+        self.data = np.ascontiguousarray(data, dtype=np.float64)
+        self.shape = (int(n_units), len(self.colptr) - 1)
+
+    def columns(self) -> np.ndarray:
+        """The column of each entry."""
+        return np.repeat(np.arange(self.shape[1], dtype=np.int64), np.diff(self.colptr))
+
+    def sum(self, axis: int = 0) -> np.ndarray:
+        """Column sums, shape (1, columns) (``axis=0`` only)."""
+        if axis != 0:
+            raise ValueError("ColumnRuns.sum: axis=0 only")
+        return np.bincount(self.columns(), weights=self.data, minlength=self.shape[1]).reshape(1, -1)
+
+    def tocsr(self) -> object:
+        import scipy.sparse as sp
+
+        mat = sp.csr_matrix((self.data, (self.rows, self.columns())), shape=self.shape)
+        mat.sum_duplicates()
+        return mat
+
+
+def _scipy(mat: object) -> object:
+    return mat.tocsr() if isinstance(mat, ColumnRuns) else mat
 
 
 def percentile_interval(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,80 @@
+"""Compiled helpers of the audits' ranking (numba; imported only when numba is available).
+
+The run's rows come in blocks (rows of one request, or one request and
+sample). These kernels work on one block at a time, so their cost is linear
+in the rows for lists of ordinary length: a repeated item within a block, and
+the order of a block by score.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_SMALL = 32  # blocks up to this long are handled by quadratic loops, longer ones sort
+
+
+@nb.njit(cache=True)
+def repeats_within(starts, keys):
+    """Whether a block starts[j]..starts[j+1]-1 holds some key twice."""
+    for j in range(len(starts) - 1):
+        a, b = starts[j], starts[j + 1]
+        if b - a <= _SMALL:
+            for i in range(a, b):
+                for m in range(i + 1, b):
+                    if keys[i] == keys[m]:
+                        return True
+        else:
+            s = np.sort(keys[a:b])
+            for i in range(1, b - a):
+                if s[i] == s[i - 1]:
+                    return True
+    return False
+
+
+@nb.njit(cache=True)
+def order_within(starts, blocks, score, rows, rank, tie):
+    """Rows of the blocks, block ``blocks[0]`` first, each by score descending.
+
+    Block b holds rows starts[b]..starts[b+1]-1. Writes, per output position p:
+    rows[p] the row, rank[p] its 1-based rank in its block, tie[p] the index of
+    the run of equal scores (within a block) it belongs to, or -1 when its score
+    is unique in its block. Returns the number of such runs; their order is
+    left to the caller (it depends on the item ids).
+    """
+    p = 0
+    n_ties = 0
+    for j in range(len(blocks)):
+        b = blocks[j]
+        a, e = starts[b], starts[b + 1]
+        m = e - a
+        if m <= _SMALL:  # insertion sort of the block's rows, score descending
+            for i in range(m):
+                r = a + i
+                s = score[r]
+                h = p + i
+                while h > p and score[rows[h - 1]] < s:
+                    rows[h] = rows[h - 1]
+                    h -= 1
+                rows[h] = r
+        else:
+            idx = np.argsort(-score[a:e], kind="mergesort")
+            for i in range(m):
+                rows[p + i] = a + idx[i]
+        i = 0
+        while i < m:
+            rank[p + i] = i + 1
+            s = score[rows[p + i]]
+            h = i + 1
+            while h < m and score[rows[p + h]] == s:
+                rank[p + h] = h + 1
+                h += 1
+            if h - i > 1:
+                for c in range(i, h):
+                    tie[p + c] = n_ties
+                n_ties += 1
+            else:
+                tie[p + i] = -1
+            i = h
+        p += m
+    return n_ties
