@@ -137,3 +137,11 @@ def item_positions(items: pl.Series, catalog_items: pl.Series) -> np.ndarray:
     left = pl.DataFrame({"k": items})
     right = pl.DataFrame({"k": catalog_items, "p": np.arange(len(catalog_items), dtype=np.int64)})
     return left.join(right, on="k", how="left", maintain_order="left")["p"].fill_null(-1).to_numpy()
+
+
+def stable_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """Stable argsort of integer keys in [0, n_keys) (a counting sort when numba is available)."""
+    kern = _kernels()
+    if kern is None or n_keys > 4 * len(keys) + (1 << 20):
+        return np.argsort(keys, kind="stable")
+    return kern.counting_order(np.ascontiguousarray(keys, dtype=np.int64), int(n_keys))

@@ -44,30 +44,30 @@ def order_within(starts, blocks, score, rows, rank, tie):
     """
     p = 0
     n_ties = 0
+    sb = np.empty(_SMALL)
     for j in range(len(blocks)):
         b = blocks[j]
         a, e = starts[b], starts[b + 1]
         m = e - a
-        if m <= _SMALL:  # insertion sort of the block's rows, score descending
+        if m <= _SMALL:  # insertion sort of the block's scores, descending (stable)
             for i in range(m):
-                r = a + i
-                s = score[r]
-                h = p + i
-                while h > p and score[rows[h - 1]] < s:
-                    rows[h] = rows[h - 1]
+                s = score[a + i]
+                h = i
+                while h > 0 and sb[h - 1] < s:
+                    sb[h] = sb[h - 1]
+                    rows[p + h] = rows[p + h - 1]
                     h -= 1
-                rows[h] = r
+                sb[h] = s
+                rows[p + h] = a + i
         else:
             idx = np.argsort(-score[a:e], kind="mergesort")
             for i in range(m):
                 rows[p + i] = a + idx[i]
         i = 0
         while i < m:
-            rank[p + i] = i + 1
             s = score[rows[p + i]]
             h = i + 1
             while h < m and score[rows[p + h]] == s:
-                rank[p + h] = h + 1
                 h += 1
             if h - i > 1:
                 for c in range(i, h):
@@ -75,6 +75,24 @@ def order_within(starts, blocks, score, rows, rank, tie):
                 n_ties += 1
             else:
                 tie[p + i] = -1
+            for c in range(i, h):
+                rank[p + c] = c + 1
             i = h
         p += m
     return n_ties
+
+
+@nb.njit(cache=True)
+def counting_order(keys, n_keys):
+    """Stable order of ``keys`` (integers in [0, n_keys)): a counting sort, O(len + n_keys)."""
+    cnt = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(len(keys)):
+        cnt[keys[i] + 1] += 1
+    for k in range(n_keys):
+        cnt[k + 1] += cnt[k]
+    out = np.empty(len(keys), dtype=np.int64)
+    for i in range(len(keys)):
+        k = keys[i]
+        out[cnt[k]] = i
+        cnt[k] += 1
+    return out
