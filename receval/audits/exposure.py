@@ -366,25 +366,40 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
         _, vid = np.unique(val, return_inverse=True)
         vid = vid.ravel()
         n_vid = int(vid.max()) + 1
-    # rows are in request order: a stable sort by value, then by column, leaves units ascending
-    order = stable_order(vid, n_vid)
-    order = order[stable_order(col[order], n_shown)]
-    rows_parts, vals_parts, counts = [q[order]], [val[order]], [np.bincount(col, minlength=n_shown)]
+    # rows are in request order: a stable sort by (column, value) leaves units ascending within a run
+    order = stable_order(col * n_vid + vid, n_shown * n_vid)
+    k = dense.shape[1]
+    n_rel = len(rel[0]) if rel is not None else 0
+    n_item_entries = len(order)
+    total = n_item_entries + n_rel + (k + 1) * n_req
+    rows = np.empty(total, dtype=np.int32 if n_req < 2**31 else np.int64)
+    data = np.empty(total)
+    np.take(q, order, out=rows[:n_item_entries])
+    np.take(val, order, out=data[:n_item_entries])
+    counts = [np.bincount(col, minlength=n_shown)]
+    at = n_item_entries
     if rel is not None:
         r_q, r_g, r_v = rel
         o = np.lexsort((r_q, r_v, r_g))
-        rows_parts.append(r_q[o])
-        vals_parts.append(r_v[o])
+        rows[at : at + n_rel] = r_q[o]
+        data[at : at + n_rel] = r_v[o]
         counts.append(np.bincount(r_g, minlength=n_groups))
-    k = dense.shape[1]
-    for j in range(k):
-        rows_parts.append(np.arange(n_req))
-        vals_parts.append(np.asarray(dense[:, j], dtype=np.float64))
-    rows_parts.append(np.arange(n_req))
-    vals_parts.append(np.ones(n_req))
+        at += n_rel
+    unit = np.arange(n_req)
+    for j in range(k + 1):
+        rows[at : at + n_req] = unit
+        data[at : at + n_req] = dense[:, j] if j < k else 1.0
+        at += n_req
     counts.append(np.full(k + 1, n_req))
     colptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
-    mat = ColumnRuns(colptr, np.concatenate(rows_parts), np.concatenate(vals_parts), n_req)
+    # column sums: the items' from the rows as they are (no gather), the others from their entries
+    dense_at = n_item_entries + n_rel
+    sums = np.concatenate([
+        np.bincount(col, weights=val, minlength=n_shown),
+        np.bincount(rel[1], weights=rel[2], minlength=n_groups) if rel is not None else np.zeros(0),
+        np.add.reduceat(data[dense_at:], np.arange(0, (k + 1) * n_req, n_req)),
+    ])
+    mat = ColumnRuns(colptr, rows, data, n_req, column_sums=sums)
 
     g_cols = cat_g[by_group]
     present = np.unique(g_cols)

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["gini_rows", "poisson_group_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
+__all__ = ["gini_rows", "poisson_group_sums", "poisson_segment_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
            "reference_weights", "root_key"]
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -678,28 +678,53 @@ def poisson_group_sums(
     totals of shape (n_boot,)).
     """
     x = np.asarray(x, dtype=np.float64)
-    n, k = x.shape
     codes = np.asarray(codes, dtype=np.int64)
     order = np.argsort(codes, kind="stable")
-    xs = np.ascontiguousarray(x[order].T)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))]).astype(np.int64)
+    return poisson_segment_sums(x[order], order, bounds, 0, n_boot, root, block=block, threads=threads)
+
+
+def poisson_segment_sums(
+    xs: np.ndarray,
+    units: np.ndarray,
+    bounds: np.ndarray,
+    b0: int,
+    b1: int,
+    root: int,
+    *,
+    block: int = REPLICATE_BLOCK,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums per segment for replicates b0..b1-1: S[b - b0, s, j] = sum over the rows r of
+    segment s (rows bounds[s]..bounds[s+1]-1 of ``xs``) of w_b(units[r]) * xs[r, j].
+
+    ``units[r]`` is the unit whose weight row r takes (the weights of
+    :func:`poisson_sums`); rows may be any subset of the units, in any order.
+    Returns (S, totals of the weights of the rows' units per replicate).
+    """
+    xs_t = np.ascontiguousarray(np.asarray(xs, dtype=np.float64).T)
+    k, n = xs_t.shape
+    idx = np.ascontiguousarray(units, dtype=np.int64)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    n_seg = len(bounds) - 1
     plan = []
-    for g in range(n_groups):
+    for g in range(n_seg):
         for lo in range(int(bounds[g]), int(bounds[g + 1]), UNIT_CHUNK):
             plan.append((lo, min(lo + UNIT_CHUNK, int(bounds[g + 1])), g))
     plan_arr = np.array(plan, dtype=np.int64).reshape(-1, 3)
-    padded = -(-n_boot // GROUP) * GROUP
+    m = b1 - b0
+    padded = -(-m // GROUP) * GROUP
     block = -(-block // GROUP) * GROUP
-    out = np.zeros((padded, n_groups, k))
+    out = np.zeros((padded, n_seg, k))
     wsum = np.zeros(padded)
     t = _thresholds()
-    starts, gammas = _streams(np.uint64(root), 0, padded)
-    blocks = [(b0, min(b0 + block, padded)) for b0 in range(0, padded, block)]
+    starts, gammas = _streams(np.uint64(root), int(b0), int(b0) + padded)
+    blocks = [(lo, min(lo + block, padded)) for lo in range(0, padded, block)]
     if threads is None:
         threads = default_threads() if padded * n >= MIN_THREADED_CELLS else 1
 
     def run(span: tuple[int, int]) -> None:
-        _group_sums_block(xs, order, plan_arr, starts, gammas, t, span[0], span[1], out, wsum)
+        _group_sums_block(xs_t, idx, plan_arr, starts, gammas, t, span[0], span[1], out, wsum)
 
     if threads <= 1 or len(blocks) <= 1:
         for span in blocks:
@@ -707,7 +732,7 @@ def poisson_group_sums(
     else:  # the kernel releases the GIL; each block writes only its own rows
         with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
             list(pool.map(run, blocks))
-    return out[:n_boot], wsum[:n_boot]
+    return out[:m], wsum[:m]
 
 
 def poisson_sums_csr(

@@ -377,11 +377,13 @@ class ColumnRuns:
     replicate. The other schemes read it as a scipy matrix (:meth:`tocsr`).
     """
 
-    def __init__(self, colptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n_units: int):
+    def __init__(self, colptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n_units: int,
+                 column_sums: np.ndarray | None = None):
         self.colptr = np.ascontiguousarray(colptr, dtype=np.int64)
         self.rows = np.ascontiguousarray(rows, dtype=np.int32 if n_units < 2**31 else np.int64)
         self.data = np.ascontiguousarray(data, dtype=np.float64)
         self.shape = (int(n_units), len(self.colptr) - 1)
+        self._sums = None if column_sums is None else np.asarray(column_sums, dtype=np.float64).reshape(1, -1)
 
     def columns(self) -> np.ndarray:
         """The column of each entry."""
@@ -391,7 +393,9 @@ class ColumnRuns:
         """Column sums, shape (1, columns) (``axis=0`` only)."""
         if axis != 0:
             raise ValueError("ColumnRuns.sum: axis=0 only")
-        return np.bincount(self.columns(), weights=self.data, minlength=self.shape[1]).reshape(1, -1)
+        if self._sums is None:  # the caller may know them (e.g. summed before the entries were reordered)
+            self._sums = np.bincount(self.columns(), weights=self.data, minlength=self.shape[1]).reshape(1, -1)
+        return self._sums
 
     def tocsr(self) -> object:
         import scipy.sparse as sp
