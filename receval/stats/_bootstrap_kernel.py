@@ -51,7 +51,6 @@ GROUP = 4  # replicates summed together: each column chunk is loaded once for fo
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
 LINE = 64  # bytes of a unit's weights in the CSC kernel: one cache line
 LANES = 2 * LINE  # replicates of one block of the CSC kernel: 4 bits per weight
-LANE_CHUNK = 128  # units whose weights are drawn before being transposed into lines (a 16 KB tile)
 PREFETCH = 16  # entries ahead whose weights the CSC kernel asks the CPU to load
 RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (20 * 3000 < 2^16)
 
@@ -330,45 +329,50 @@ def _lane_weights(starts, gammas, t, nib, lanes, wsum):
     r < 64, high nibble above (up to LANES = 128 replicates); returns False,
     leaving the lines unusable, when some weight exceeds 15 (P = 1.3e-14 per
     draw). Otherwise one byte per weight, replicate r in byte r (up to 64).
-    Unused lanes are 0. wsum[r] += the replicate's weight total.
+    Unused lanes are 0 (their stream stays at 0, and mix64(0) = 0 < T_0).
+    Unit by unit, all replicates at once (vectorised across replicates), so a
+    line is written whole. wsum[r] += the replicate's weight total.
     """
     n = lanes.shape[0]
     m = len(starts)
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
-    tile = np.zeros((LANES, LANE_CHUNK), dtype=np.uint8)
-    for lo in range(0, n, LANE_CHUNK):
-        hi = min(lo + LANE_CHUNK, n)
-        for r in range(m):
-            g = gammas[r]
-            z = starts[r] + _U64(lo) * g
-            row = tile[r]
-            total = 0
-            for i in range(hi - lo):
-                z += g
-                u = _mix64(z)
-                c = (
-                    np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
-                    + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
-                )
-                total += c
-                row[i] = np.uint8(c)
-            for i in range(hi - lo):
-                if row[i] == _FAST:  # P = 1.0e-5: refine
-                    w = _quantile(_mix64(starts[r] + _U64(lo + i + 1) * g), t)
+    z = np.zeros(LANES, dtype=np.uint64)
+    g = np.zeros(LANES, dtype=np.uint64)
+    for r in range(m):
+        z[r] = starts[r]
+        g[r] = gammas[r]
+    c = np.zeros(LANES, dtype=np.uint8)
+    tot = np.zeros(LANES, dtype=np.int64)
+    for i in range(n):
+        tail = 0
+        for r in range(LANES):
+            zz = z[r] + g[r]
+            z[r] = zz
+            u = _mix64(zz)
+            c[r] = (
+                np.uint8(u >= t0) + np.uint8(u >= t1) + np.uint8(u >= t2) + np.uint8(u >= t3)
+                + np.uint8(u >= t4) + np.uint8(u >= t5) + np.uint8(u >= t6) + np.uint8(u >= t7)
+            )
+            tail |= np.int64(u >= t7)
+        if tail:  # P = 1.0e-5 per weight: refine
+            for r in range(m):
+                if c[r] == _FAST:
+                    w = _quantile(_mix64(z[r]), t)
                     if nib and w > 15:
                         return False
-                    total += w - _FAST
-                    row[i] = np.uint8(w)
-            wsum[r] += total
-        for i in range(hi - lo):  # transpose the tile: one line per unit
-            dst = lanes[lo + i]
-            if nib:
-                for j in range(LINE):
-                    dst[j] = tile[j, i] | (tile[j + LINE, i] << np.uint8(4))
-            else:
-                for j in range(LINE):
-                    dst[j] = tile[j, i]
+                    c[r] = np.uint8(w)
+        for r in range(LANES):
+            tot[r] += c[r]
+        dst = lanes[i]
+        if nib:
+            for j in range(LINE):
+                dst[j] = c[j] | (c[j + LINE] << np.uint8(4))
+        else:
+            for j in range(LINE):
+                dst[j] = c[j]
+    for r in range(m):
+        wsum[r] += tot[r]
     return True
 
 
