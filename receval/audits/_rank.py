@@ -48,9 +48,29 @@ def _blocks(frame: pl.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pl.Data
     return np.append(starts, frame.height).astype(np.int64), heads
 
 
-def _contiguous(heads: pl.DataFrame, by: Sequence[str]) -> bool:
+def _increasing(heads: pl.DataFrame, by: Sequence[str]) -> bool:
+    """Whether the heads are strictly increasing in ``by`` order (then they are also distinct)."""
     import polars as pl
 
+    if heads.height < 2:
+        return True
+    later = heads.slice(1)
+    earlier = heads.slice(0, heads.height - 1)
+    after = pl.Series([False] * later.height)
+    tied = pl.Series([True] * later.height)
+    for c in by:
+        a, b = later[c], earlier[c]
+        after = after | (tied & (a > b))
+        tied = tied & (a == b)
+    return bool(after.all())
+
+
+def _contiguous(heads: pl.DataFrame, by: Sequence[str]) -> bool:
+    """Whether every block's rows are contiguous (its ``by`` values head one run only)."""
+    import polars as pl
+
+    if _increasing(heads, by):  # the usual case: a run sorted by request
+        return True
     key = pl.col(by[0]) if len(by) == 1 else pl.struct(*by)
     return not heads.select(key.is_duplicated().any()).item()
 
@@ -83,7 +103,10 @@ def rank_rows(frame: pl.DataFrame, k: int | None, by: Sequence[str], *, item: st
         # a block's rows are scattered: group them (stable: rows keep their order within a block)
         frame = frame.sort(list(by), maintain_order=True)
         starts, heads = _blocks(frame, by)
-    order = heads.select(pl.arg_sort_by(list(by))).to_series().to_numpy().astype(np.int64)
+    if _increasing(heads, by):
+        order = np.arange(heads.height, dtype=np.int64)
+    else:
+        order = heads.select(pl.arg_sort_by(list(by))).to_series().to_numpy().astype(np.int64)
     n = frame.height
     rows = np.empty(n, dtype=np.int64)
     rank = np.empty(n, dtype=np.int64)

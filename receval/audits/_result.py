@@ -315,9 +315,11 @@ def group_rows(
             stats.append(_Stat(block, fin, fold=fname in fold))
             keys.append((gname, fname))
     if fused:
+        per_group = np.stack([np.bincount(codes, weights=mat[:, j], minlength=max(len(names), 1))
+                              for j in range(mat.shape[1])], axis=1) if n_units else None
+
         def totals(block: Any) -> np.ndarray:
-            x = mat if block is mat else mat[codes == block]
-            return x.sum(axis=0, keepdims=True)
+            return mat.sum(axis=0, keepdims=True) if block is mat else per_group[block][None, :]
 
         found, method = bootstrap_estimates(
             stats, n_units, n_boot=n_boot, level=level, seed=seed, totals=totals,
@@ -353,17 +355,21 @@ def _grouped_replicates(mat: np.ndarray, codes: np.ndarray, n_groups: int, stats
     x = np.asarray(mat, dtype=np.float64)
     k = x.shape[1]
     const = np.array([bool((x[:, j] == x[0, j]).all()) for j in range(k)])
-    summed = np.flatnonzero(~const)
-    cols = np.column_stack([x[:, summed], np.ones(len(x))]) if const.any() else x
+    # each distinct non-constant column once (e.g. a count kept under two names)
+    source = np.full(k, -1)
+    summed: list[int] = []
+    for j in np.flatnonzero(~const):
+        same = next((i for i in summed if np.array_equal(x[:, i], x[:, j])), None)
+        source[j] = len(summed) if same is None else summed.index(same)
+        if same is None:
+            summed.append(int(j))
+    cols = np.column_stack([x[:, summed], np.ones(len(x))])
     g = max(n_groups, 1)
     sums, _ = poisson_group_sums(cols, codes if n_groups else np.zeros(len(x), dtype=np.int64), g, n_boot,
                                  root_key(seed))
     full = np.empty((n_boot, g, k))
-    full[:, :, summed] = sums[:, :, : len(summed)]
-    if const.any():
-        wtot = sums[:, :, -1]
-        for j in np.flatnonzero(const):
-            full[:, :, j] = x[0, j] * wtot
+    for j in range(k):
+        full[:, :, j] = x[0, j] * sums[:, :, -1] if const[j] else sums[:, :, source[j]]
     overall = full.sum(axis=1)
     out = np.full((n_boot, len(stats)), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -422,14 +422,18 @@ def popularity_bias_audit(
 
     length = np.bincount(q, minlength=n_req).astype(np.float64)
     n_tail_q = np.bincount(q, weights=tail, minlength=n_req)
-    keep = 1.0 - in_hist if exclude_history else np.ones(frame.height)
     mat = np.zeros((n_req, 12))
     mat[:, 0] = np.bincount(q, weights=frame["__pop"].to_numpy(), minlength=n_req) / length  # ARP_q
     mat[:, 1] = n_tail_q / length  # APLT_q
     mat[:, 2] = n_tail_q  # ACLT_q
     mat[:, 3] = 1.0
-    mat[:, 4] = np.bincount(q, weights=(1.0 - tail) * keep, minlength=n_req)  # head items recommended
-    mat[:, 5] = np.bincount(q, weights=tail * keep, minlength=n_req)  # tail items recommended
+    if exclude_history:
+        keep = 1.0 - in_hist
+        mat[:, 4] = np.bincount(q, weights=(1.0 - tail) * keep, minlength=n_req)  # head items recommended
+        mat[:, 5] = np.bincount(q, weights=tail * keep, minlength=n_req)  # tail items recommended
+    else:  # counts of 0/1 values: exact either way
+        mat[:, 4] = length - n_tail_q
+        mat[:, 5] = n_tail_q
     # items each request could be recommended: the group, less the user's history when excluded
     mat[:, 10] = n_head - (h_head if exclude_history else 0.0)
     mat[:, 11] = n_tail - (h_tail if exclude_history else 0.0)
