@@ -29,10 +29,22 @@ if TYPE_CHECKING:  # pragma: no cover
 _HASH_SEED = 0x5EED
 
 
-def _kernels() -> Any:
+#: rows from which the compiled helpers are loaded (importing numba costs ~0.6 s; a polars sort of
+#: 2M rows about as much); below, they are used only when already loaded
+COMPILED_MIN_ROWS = 1 << 21
+
+
+def _kernels(n_rows: int | None = None, *, loaded_ok: bool = True) -> Any:
+    """The compiled helpers (None without numba). With ``n_rows``: only from COMPILED_MIN_ROWS rows
+    on, or (``loaded_ok``) when they are loaded already."""
+    import sys
+
+    if n_rows is not None and n_rows < COMPILED_MIN_ROWS and not (
+            loaded_ok and "receval.audits._rank_kernel" in sys.modules):
+        return None
     try:
         from receval.audits import _rank_kernel
-    except Exception:  # numba missing or unusable: the polars paths
+    except Exception:  # numba missing or unusable: the numpy / polars paths
         return None
     return _rank_kernel
 
@@ -78,7 +90,7 @@ def _contiguous(heads: pl.DataFrame, by: Sequence[str]) -> bool:
 def repeats_within_blocks(frame: pl.DataFrame, by: Sequence[str], item: str = "item_id") -> bool | None:
     """False when no ``item`` value repeats within a block of equal ``by`` values (certain);
     True when one may (equal hashes); None when undecided here (no numba, scattered blocks)."""
-    kern = _kernels()
+    kern = _kernels(frame.height)
     if kern is None or frame.height == 0:
         return None if frame.height else False
     starts, heads = _blocks(frame, by)
@@ -95,7 +107,7 @@ def rank_rows(frame: pl.DataFrame, k: int | None, by: Sequence[str], *, item: st
     """
     import polars as pl
 
-    kern = _kernels()
+    kern = _kernels(frame.height)
     if kern is None or frame.height == 0:
         return _rank_polars(frame, k, by, item)
     starts, heads = _blocks(frame, by)
@@ -164,7 +176,7 @@ def item_positions(items: pl.Series, catalog_items: pl.Series) -> np.ndarray:
 
 def stable_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
     """Stable argsort of integer keys in [0, n_keys) (a counting sort when numba is available)."""
-    kern = _kernels()
+    kern = _kernels(len(keys))
     if kern is None or n_keys > 4 * len(keys) + (1 << 20):
         return np.argsort(keys, kind="stable")
     return kern.counting_order(np.ascontiguousarray(keys, dtype=np.int64), int(n_keys))

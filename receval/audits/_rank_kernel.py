@@ -96,3 +96,82 @@ def counting_order(keys, n_keys):
         out[cnt[k]] = i
         cnt[k] += 1
     return out
+
+
+@nb.njit(cache=True)
+def exposure_per_request(starts, g, val, target, n_groups, awrf, ok, n_requests_g):
+    """One pass over the rows of each request (rows starts[q]..starts[q+1]-1, group g, exposure val):
+    AWRF = 1 - JSD(exposure distribution over groups, target) and whether it is defined (positive
+    exposure), and the number of requests showing each group.
+
+    The formula of exposure._awrf: the groups a request does not show contribute
+    their target mass (t log2(t / (t/2)) = t each).
+    """
+    t_total = 0.0
+    for j in range(n_groups):
+        t_total += target[j]
+    gs = np.empty(64, dtype=np.int64)
+    sums = np.empty(64)
+    for q in range(len(starts) - 1):
+        a, e = starts[q], starts[q + 1]
+        if e - a > len(gs):
+            gs = np.empty(2 * (e - a), dtype=np.int64)
+            sums = np.empty(2 * (e - a))
+        m = 0
+        for r in range(a, e):
+            h = 0
+            while h < m and gs[h] != g[r]:
+                h += 1
+            if h == m:
+                gs[m] = g[r]
+                sums[m] = 0.0
+                m += 1
+            sums[h] += val[r]
+        row = 0.0
+        for h in range(m):
+            n_requests_g[gs[h]] += 1
+            row += sums[h]
+        if not row > 0:
+            ok[q] = False
+            awrf[q] = 0.0
+            continue
+        s = 0.0
+        present = 0.0
+        for h in range(m):
+            p = sums[h] / row
+            t = target[gs[h]]
+            mid = 0.5 * (p + t)
+            if p > 0:
+                s += p * np.log2(p / mid)
+            if t > 0:
+                s += t * np.log2(t / mid)
+            present += t
+        jsd = min(max(0.5 * (s + (t_total - present)), 0.0), 1.0)
+        ok[q] = True
+        awrf[q] = 1.0 - jsd
+
+
+@nb.njit(cache=True)
+def expected_exposure_lists(starts, w, rank, cum, out):
+    """EE-L, EE-D, EE-R and 1 per request when each request is one list without labels: every row is
+    an item of grade 0, one tier of L_q items with target (W(min(L_q, cap_q)) - W(0)) / L_q."""
+    for q in range(len(starts) - 1):
+        a, e = starts[q], starts[q + 1]
+        size = e - a
+        cap = 0
+        for r in range(a, e):
+            cap = max(cap, rank[r])
+        star = (cum[min(size, cap)] - cum[0]) / size
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for r in range(a, e):
+            eps = w[r]
+            d = eps - star
+            s0 += d * d
+            s1 += eps * eps
+            s2 += eps * star
+        out[q, 0] = s0
+        out[q, 1] = s1
+        out[q, 2] = s2
+        out[q, 3] = 1.0

@@ -275,6 +275,10 @@ class _UserAudit:
         return rows_frame(rows, USER_ROW_HEAD, self.FIELDS)
 
 
+#: under the fused scheme, group_rows sums every group in one grouped pass (False: masked copies)
+_GROUPED_PASS = True
+
+
 def group_rows(
     mat: np.ndarray,
     finishes: dict[str, Callable[[np.ndarray], np.ndarray]],
@@ -302,7 +306,7 @@ def group_rows(
     n_per = np.bincount(codes, minlength=len(names)) if names else np.zeros(0, dtype=np.int64)
     reported = [j for j, _ in enumerate(names) if n_per[j] >= min_group_size and n_per[j] > 0]
     # the scheme bootstrap_replicates would choose for the overall block and one masked copy per group
-    fused = n_boot > 0 and n_units > 0 and \
+    fused = _GROUPED_PASS and n_boot > 0 and n_units > 0 and \
         _check(n_boot, 0.5, "auto", n_units, mat.shape[1] * (1 + len(reported))) == "poisson-fused"
     blocks: list[tuple[str, Any]] = [(ALL_GROUP, mat)]
     for j in reported:

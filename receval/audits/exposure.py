@@ -292,6 +292,21 @@ def _jsd_bits(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(0.5 * (kp.sum(axis=1) + kq.sum(axis=1)), 0.0, 1.0)
 
 
+def _kernels(n_rows: int, *, loaded_ok: bool = True) -> Any:
+    from receval.audits._rank import _kernels
+
+    return _kernels(n_rows, loaded_ok=loaded_ok)
+
+
+def _request_groups(q: np.ndarray, g: np.ndarray, val: np.ndarray, n_req: int, n_groups: int) -> Any:
+    """Exposure per request and group (scipy CSR, duplicates summed)."""
+    import scipy.sparse as sp
+
+    a_csr = sp.csr_matrix((val, (q, g)), shape=(n_req, n_groups))
+    a_csr.sum_duplicates()
+    return a_csr
+
+
 def _awrf(a_csr: Any, r_csr: Any, fixed_target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per request: 1 - JSD(exposure distribution over groups, target), and whether it is defined.
 
@@ -540,10 +555,6 @@ def exposure_audit(
             by_rank = False
 
     val = att / ns  # a row's exposure: its attention, averaged over the request's samples
-    # ---- per (request, group) exposure and relevance, sparse: a request touches at most k groups
-    a_csr = sp.csr_matrix((val, (q, g)), shape=(n_req, n_groups))
-    a_csr.sum_duplicates()
-    n_requests_g = np.bincount(a_csr.indices, minlength=n_groups)
     n_shown_g = _distinct_per_group(item_pos, cat_g, n_groups)
     if lab is not None:
         lq = lab.filter(pl.col("gain") > 0)
@@ -568,8 +579,21 @@ def exposure_audit(
     eligible = ok_groups[basis[ok_groups] > 0]
     ref = int(eligible[np.argmax(n_items[eligible])]) if len(eligible) else None
 
-    # ---- AWRF per request
-    awrf_q, awrf_ok = _awrf(a_csr, r_csr if merit else None, fixed_target)
+    # ---- per (request, group) exposure, sparse (a request touches at most k groups), and AWRF
+    # (the compiled pass by size alone, so that an input always takes the same path: its
+    # logarithms and additions differ from numpy's in the last bits)
+    kern = _kernels(len(q), loaded_ok=False)
+    a_csr = None
+    if kern is not None and not merit:  # one compiled pass over each request's rows
+        q_starts = np.r_[np.flatnonzero(np.r_[True, q[1:] != q[:-1]]), len(q)]
+        awrf_q, awrf_ok = np.empty(n_req), np.empty(n_req, dtype=bool)
+        n_requests_g = np.zeros(n_groups, dtype=np.int64)
+        kern.exposure_per_request(q_starts, g, val, np.asarray(fixed_target, dtype=np.float64), n_groups,
+                                  awrf_q, awrf_ok, n_requests_g)
+    else:
+        a_csr = _request_groups(q, g, val, n_req, n_groups)
+        n_requests_g = np.bincount(a_csr.indices, minlength=n_groups)
+        awrf_q, awrf_ok = _awrf(a_csr, r_csr if merit else None, fixed_target)
 
     # ---- expected exposure
     ee = _expected_exposure(frame, lab, browsing, patience, n_req)
@@ -579,7 +603,7 @@ def exposure_audit(
     # sums of the request x item exposure matrix.
     n_shown = int(n_shown_g.sum())
     columns = (2 * n_groups + 1) + 2 + n_shown + 4  # the widths bootstrap_replicates counts
-    fused = n_boot > 0 and _check(n_boot, 0.5, "auto", n_req, columns) == "poisson-fused"
+    fused = _FUSED_COLUMN_RUNS and n_boot > 0 and _check(n_boot, 0.5, "auto", n_req, columns) == "poisson-fused"
 
     memo: list[Any] = [None, None]  # (sums array, its parts): every group stat reads the same block
 
@@ -623,6 +647,8 @@ def exposure_audit(
         to_groups, gini_cols, awrf_cols, ee_cols, ones_col = layout
     else:
         ones = np.ones((n_req, 1))
+        if a_csr is None:
+            a_csr = _request_groups(q, g, val, n_req, n_groups)
         if n_groups > _DENSE_MAX_GROUPS:
             # a request touches at most k groups: with many groups (providers) the
             # request x group matrix is mostly zeros and the bootstrap product costs
@@ -696,6 +722,8 @@ def exposure_audit(
 
 #: above this many groups the per-request group statistics are kept sparse
 _DENSE_MAX_GROUPS = 16
+#: under the fused scheme, sum one ColumnRuns matrix (False: the scipy matrices of the other schemes)
+_FUSED_COLUMN_RUNS = True
 
 
 def _n_req_w(s: np.ndarray) -> np.ndarray:
@@ -748,6 +776,12 @@ def _expected_exposure(frame: pl.DataFrame, lab: pl.DataFrame | None, browsing: 
     if lab is None and ns.max() == 1:
         # one list per request, no labels: each row is an item of the universe (items are distinct
         # within a list), all of grade 0, so one tier of L_q items: the rows of the request
+        kern = _kernels(len(q))  # the same arithmetic as below, in the same order
+        if kern is not None:
+            cum = np.concatenate([[0.0], np.cumsum(_position_weights(w_kind, patience, int(cap_q.max())))])
+            out = np.empty((n_req, 4))
+            kern.expected_exposure_lists(np.r_[q_starts, len(q)], w, rank, cum, out)
+            return out
         size = np.diff(np.r_[q_starts, len(q)])[q]
         cap = cap_q[q]
         cum = np.concatenate([[0.0], np.cumsum(_position_weights(w_kind, patience, int(cap_q.max())))])
