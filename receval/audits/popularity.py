@@ -224,9 +224,15 @@ def _user_group_codes(requests: pl.DataFrame, user_groups: Any, group_column: st
         violations.append(Violation(key, "one group per key", int(dup.sum()), hint=f"one row per {key} in user_groups"))
     if violations:
         raise InputError("user_groups", violations)
-    reqs, tab = _harmonise(requests.select("__q", key), table, key)
-    joined = reqs.join(tab, on=key, how="left", maintain_order="left").sort("__q")
-    labels = joined["__group"].fill_null(MISSING_GROUP)
+    from receval.audits._rank import item_positions
+
+    # requests are in __q order: each request's row of the table (keys are unique there), or none
+    if table.height and requests.height:
+        row = item_positions(requests[key], table[key])
+        labels = table["__group"].gather(np.where(row >= 0, row, 0)).scatter(np.flatnonzero(row < 0), None)
+    else:
+        labels = pl.Series([None] * requests.height, dtype=pl.String)
+    labels = labels.fill_null(MISSING_GROUP)
     names = sorted(labels.unique().to_list())
     lookup = {n: i for i, n in enumerate(names)}
     codes = labels.replace_strict(lookup, return_dtype=pl.Int64).to_numpy()
