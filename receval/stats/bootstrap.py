@@ -353,9 +353,10 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
                 csc.sort_indices()
                 colptr, rows, data, runs = csc.indptr, csc.indices, csc.data, False
             m = mat.shape[1]
-            # replicates per call: bounds the (replicates x columns) output, a multiple of the kernel's blocks
-            lanes = LANES * default_threads()
-            block = max(1, min(n_boot, max(lanes, _BLOCK_CELLS // max(m, 1) // lanes * lanes)))
+            # replicates per call: a block of LANES per thread, more when the columns are few, the
+            # (replicates x columns) output bounded by 4 * _BLOCK_CELLS; whole blocks of LANES
+            cap = max(LANES, 4 * _BLOCK_CELLS // max(m, 1) // LANES * LANES)
+            block = max(1, min(n_boot, max(LANES * default_threads(), _BLOCK_CELLS // max(m, 1)), cap))
             for b0 in range(0, n_boot, block):
                 b1 = min(b0 + block, n_boot)
                 part, _ = poisson_sums_csc(colptr, rows, data, n, b0, b1, root, runs=runs)
