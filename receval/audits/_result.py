@@ -88,26 +88,35 @@ def fold_interval(value: float, low: float, high: float) -> tuple[float, float, 
 
 
 def bootstrap_estimates(
-    stats: Sequence[_Stat], n_units: int, *, n_boot: int, level: float, seed: int | None
+    stats: Sequence[_Stat], n_units: int, *, n_boot: int, level: float, seed: int | None,
+    replicates: Callable[[], tuple[np.ndarray, str]] | None = None,
+    totals: Callable[[Any], np.ndarray] | None = None,
 ) -> tuple[list[Estimate], str | None]:
     """One :class:`Estimate` per statistic; intervals from one set of unit-level replicates.
 
     Replicates where a statistic is undefined (not finite) are ignored by the
-    percentile interval. Returns (estimates, bootstrap method or None).
+    percentile interval. ``replicates``: computes (replicates of shape
+    (n_boot, len(stats)), method) in place of ``bootstrap_replicates``;
+    ``totals(stats array)``: its column sums, shape (1, columns), in place of
+    ``stats.sum(axis=0)``. Returns (estimates, bootstrap method or None).
     """
     from receval.stats.bootstrap import bootstrap_replicates, percentile_interval
 
-    totals: dict[int, np.ndarray] = {}  # column sums, once per stats array
+    column_sums: dict[int, np.ndarray] = {}  # column sums, once per stats array
     for st in stats:
-        if id(st.stats) not in totals:
-            totals[id(st.stats)] = np.asarray(st.stats.sum(axis=0), dtype=np.float64).reshape(1, -1)
+        if id(st.stats) not in column_sums:
+            column_sums[id(st.stats)] = totals(st.stats) if totals is not None else \
+                np.asarray(st.stats.sum(axis=0), dtype=np.float64).reshape(1, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        point = np.array([float(st.finish(totals[id(st.stats)])[0]) for st in stats])
+        point = np.array([float(st.finish(column_sums[id(st.stats)])[0]) for st in stats])
     low = high = np.full(len(stats), np.nan)
     method = None
     if n_boot > 0:
         with np.errstate(divide="ignore", invalid="ignore"):
-            reps, method = bootstrap_replicates(list(stats), n_units, n_boot=n_boot, seed=seed)
+            if replicates is not None:
+                reps, method = replicates()
+            else:
+                reps, method = bootstrap_replicates(list(stats), n_units, n_boot=n_boot, seed=seed)
         reps[~np.isfinite(reps)] = np.nan  # e.g. a ratio over a resample without the group
         low, high = percentile_interval(reps, level)
     out = []
@@ -266,6 +275,10 @@ class _UserAudit:
         return rows_frame(rows, USER_ROW_HEAD, self.FIELDS)
 
 
+#: under the fused scheme, group_rows sums every group in one grouped pass (False: masked copies)
+_GROUPED_PASS = True
+
+
 def group_rows(
     mat: np.ndarray,
     finishes: dict[str, Callable[[np.ndarray], np.ndarray]],
@@ -287,19 +300,37 @@ def group_rows(
     absolute value (:func:`fold_interval`). ``row(name, n, suppressed, values)`` builds a
     row (default :class:`AuditRow`).
     """
+    from receval.stats.bootstrap import _check
+
     n_units = mat.shape[0]
     n_per = np.bincount(codes, minlength=len(names)) if names else np.zeros(0, dtype=np.int64)
-    blocks: list[tuple[str, np.ndarray]] = [(ALL_GROUP, mat)]
-    for j, name in enumerate(names):
-        if n_per[j] >= min_group_size and n_per[j] > 0:
-            blocks.append((name, mat * (codes == j)[:, None]))
+    reported = [j for j, _ in enumerate(names) if n_per[j] >= min_group_size and n_per[j] > 0]
+    # the scheme bootstrap_replicates would choose for the overall block and one masked copy per group
+    fused = _GROUPED_PASS and n_boot > 0 and n_units > 0 and \
+        _check(n_boot, 0.5, "auto", n_units, mat.shape[1] * (1 + len(reported))) == "poisson-fused"
+    blocks: list[tuple[str, Any]] = [(ALL_GROUP, mat)]
+    for j in reported:
+        # fused: every group's sums come from one grouped pass (no masked copies)
+        blocks.append((names[j], j if fused else mat * (codes == j)[:, None]))
     stats: list[_Stat] = []
     keys: list[tuple[str, str]] = []
     for gname, block in blocks:
         for fname, fin in finishes.items():
             stats.append(_Stat(block, fin, fold=fname in fold))
             keys.append((gname, fname))
-    found, method = bootstrap_estimates(stats, n_units, n_boot=n_boot, level=level, seed=seed)
+    if fused:
+        per_group = np.stack([np.bincount(codes, weights=mat[:, j], minlength=max(len(names), 1))
+                              for j in range(mat.shape[1])], axis=1) if n_units else None
+
+        def totals(block: Any) -> np.ndarray:
+            return mat.sum(axis=0, keepdims=True) if block is mat else per_group[block][None, :]
+
+        found, method = bootstrap_estimates(
+            stats, n_units, n_boot=n_boot, level=level, seed=seed, totals=totals,
+            replicates=lambda: (_grouped_replicates(mat, codes, len(names), stats, n_boot=n_boot, seed=seed),
+                                "poisson-fused"))
+    else:
+        found, method = bootstrap_estimates(stats, n_units, n_boot=n_boot, level=level, seed=seed)
     by_key = dict(zip(keys, found, strict=True))
     make = row or AuditRow
 
@@ -312,6 +343,43 @@ def group_rows(
     overall = one(ALL_GROUP, n_units)
     groups = tuple(one(name, int(n_per[j])) for j, name in enumerate(names))
     return overall, groups, method
+
+
+def _grouped_replicates(mat: np.ndarray, codes: np.ndarray, n_groups: int, stats: list[_Stat], *, n_boot: int,
+                        seed: int | None) -> np.ndarray:
+    """Replicates of group_rows' statistics (``.stats``: ``mat`` for the overall row, a group index
+    otherwise) from one grouped pass of the fused kernel: the weights of ``bootstrap_replicates``
+    under "poisson-fused", the sums of the masked copies up to float rounding.
+
+    Columns constant over the units (ones, a fixed universe size, zeros) are not
+    summed: their sums are the constant times the group's weight total.
+    """
+    from receval.stats._bootstrap_kernel import poisson_group_sums, root_key
+
+    x = np.asarray(mat, dtype=np.float64)
+    k = x.shape[1]
+    const = np.array([bool((x[:, j] == x[0, j]).all()) for j in range(k)])
+    # each distinct non-constant column once (e.g. a count kept under two names)
+    source = np.full(k, -1)
+    summed: list[int] = []
+    for j in np.flatnonzero(~const):
+        same = next((i for i in summed if np.array_equal(x[:, i], x[:, j])), None)
+        source[j] = len(summed) if same is None else summed.index(same)
+        if same is None:
+            summed.append(int(j))
+    cols = np.column_stack([x[:, summed], np.ones(len(x))])
+    g = max(n_groups, 1)
+    sums, _ = poisson_group_sums(cols, codes if n_groups else np.zeros(len(x), dtype=np.int64), g, n_boot,
+                                 root_key(seed))
+    full = np.empty((n_boot, g, k))
+    for j in range(k):
+        full[:, :, j] = x[0, j] * sums[:, :, -1] if const[j] else sums[:, :, source[j]]
+    overall = full.sum(axis=1)
+    out = np.full((n_boot, len(stats)), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, st in enumerate(stats):
+            out[:, i] = st.finish(overall if st.stats is mat else full[:, st.stats, :])
+    return out
 
 
 # --------------------------------------------------------------------------- settings and arguments

@@ -918,7 +918,7 @@ def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], 
     """Point values per partition and metric, and bootstrap replicates of the groups that need them."""
     import scipy.sparse as sp
 
-    from receval.stats.bootstrap import _check, replicate_weights
+    from receval.stats.bootstrap import _check
 
     n, n_cells = cells.n, cells.n_cells
     xs = x[cells.order]
@@ -959,28 +959,17 @@ def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], 
             reps_all[spec.metric] = np.full(n_boot, np.nan)
         sweeps = _sweeps(xs, cells, parts, sel, offsets)
         widest = max(sw.segments.n_cells for sw in sweeps)
-        plans: dict[tuple[int, int], list] = {}
+        blocks = _fused_totals if method == "poisson-fused" and not sp.issparse(xs) else _weight_totals
         row = 0
-        for w in replicate_weights(n, n_boot=n_boot, seed=seed, method=method):
-            sub = max(1, min(len(w), _CELL_BUFFER // max(widest * s_dim, 1)))
-            for r0 in range(0, len(w), sub):
-                ws = w[r0 : r0 + sub]
-                bs = len(ws)
-                totals = np.zeros((1 + g_sel, s_dim * bs))
-                for k, sw in enumerate(sweeps):
-                    if (k, bs) not in plans:
-                        plans[k, bs] = _plan(sw.segments, bs)
-                    wk = ws if sw.positions is None else ws[:, sw.positions]
-                    seg = _cell_sums(wk, sw.x, plans[k, bs], sw.segments.n_cells)
-                    totals += sw.to_rows @ seg.reshape(sw.segments.n_cells, s_dim * bs)
-                totals = totals.reshape(1 + g_sel, s_dim, bs)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    for spec in specs:
-                        part_ = totals[:, spec.cols, :].transpose(0, 2, 1).reshape((1 + g_sel) * bs, len(spec.cols))
-                        vals = spec.finish(part_).reshape(1 + g_sel, bs)
-                        reps_all[spec.metric][row : row + bs] = vals[0]
-                        reps[spec.metric][row : row + bs] = vals[1:].T
-                row += bs
+        for totals in blocks(sweeps, n, g_sel, s_dim, widest, n_boot=n_boot, seed=seed, method=method):
+            bs = totals.shape[2]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                for spec in specs:
+                    part_ = totals[:, spec.cols, :].transpose(0, 2, 1).reshape((1 + g_sel) * bs, len(spec.cols))
+                    vals = spec.finish(part_).reshape(1 + g_sel, bs)
+                    reps_all[spec.metric][row : row + bs] = vals[0]
+                    reps[spec.metric][row : row + bs] = vals[1:].T
+            row += bs
         for spec in specs:
             for arr in (reps[spec.metric], reps_all[spec.metric]):
                 arr[~np.isfinite(arr)] = np.nan
@@ -993,6 +982,48 @@ def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], 
                     if g_sel else np.zeros(0)
                 _recentre(reps[spec.metric], est)
     return _Stats(cell_tot, group_tot, points, overall, sel, offsets, reps, reps_all, method)
+
+
+def _weight_totals(sweeps: list[_Sweep], n: int, g_sel: int, s_dim: int, widest: int, *, n_boot: int,
+                   seed: int | None, method: str):
+    """Blocks of replicate totals, shape (1 + g_sel, s_dim, b): weights drawn as a matrix
+    (``replicate_weights``), summed per cell by BLAS products and segment sums."""
+    from receval.stats.bootstrap import replicate_weights
+
+    plans: dict[tuple[int, int], list] = {}
+    for w in replicate_weights(n, n_boot=n_boot, seed=seed, method=method):
+        sub = max(1, min(len(w), _CELL_BUFFER // max(widest * s_dim, 1)))
+        for r0 in range(0, len(w), sub):
+            ws = w[r0 : r0 + sub]
+            bs = len(ws)
+            totals = np.zeros((1 + g_sel, s_dim * bs))
+            for k, sw in enumerate(sweeps):
+                if (k, bs) not in plans:
+                    plans[k, bs] = _plan(sw.segments, bs)
+                wk = ws if sw.positions is None else ws[:, sw.positions]
+                seg = _cell_sums(wk, sw.x, plans[k, bs], sw.segments.n_cells)
+                totals += sw.to_rows @ seg.reshape(sw.segments.n_cells, s_dim * bs)
+            yield totals.reshape(1 + g_sel, s_dim, bs)
+
+
+def _fused_totals(sweeps: list[_Sweep], n: int, g_sel: int, s_dim: int, widest: int, *, n_boot: int,
+                  seed: int | None, method: str):
+    """As _weight_totals under "poisson-fused", without a weight matrix: the compiled kernel draws
+    each unit's weight (the same weights: unit = position in cell order) where each segment's
+    sums need it, one pass over the units per sweep."""
+    from receval.stats._bootstrap_kernel import poisson_segment_sums, root_key
+
+    root = root_key(seed)
+    bs = max(4, min(n_boot, _CELL_BUFFER // max(widest * s_dim, 1)) // 4 * 4)
+    for b0 in range(0, n_boot, bs):
+        b1 = min(b0 + bs, n_boot)
+        totals = np.zeros((1 + g_sel, s_dim * (b1 - b0)))
+        for sw in sweeps:
+            units = np.arange(n) if sw.positions is None else sw.positions
+            bounds = np.r_[sw.segments.starts, sw.segments.n]
+            seg, _ = poisson_segment_sums(np.asarray(sw.x), units, bounds, b0, b1, root)
+            totals += sw.to_rows @ seg.transpose(1, 2, 0).reshape(sw.segments.n_cells, s_dim * (b1 - b0))
+        yield totals.reshape(1 + g_sel, s_dim, b1 - b0)
 
 
 def _recentre(reps: np.ndarray, estimate: np.ndarray) -> None:

@@ -196,8 +196,11 @@ def _run_frame(run: Any) -> pl.DataFrame:
             violations.append(Violation("score", "must be finite", bad))
     if violations:
         raise InputError("run", violations)
-    dup = frame.select(pl.struct("request_id", "sample_id", "item_id").is_duplicated()).to_series()
-    if dup.any():
+    from receval.audits._rank import repeats_within_blocks
+
+    # linear-time check by item hashes within (request, sample) blocks; the exact count when it may fail
+    if repeats_within_blocks(frame, ("request_id", "sample_id")) is not False and (
+            dup := frame.select(pl.struct("request_id", "sample_id", "item_id").is_duplicated()).to_series()).any():
         raise InputError("run", [Violation(
             "item_id", "an item may appear once per request (and sample)", int(dup.sum()),
             hint="drop the repeated (request_id, sample_id, item_id) rows")])
@@ -289,6 +292,150 @@ def _jsd_bits(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(0.5 * (kp.sum(axis=1) + kq.sum(axis=1)), 0.0, 1.0)
 
 
+def _kernels(n_rows: int, *, loaded_ok: bool = True) -> Any:
+    from receval.audits._rank import _kernels
+
+    return _kernels(n_rows, loaded_ok=loaded_ok)
+
+
+def _request_groups(q: np.ndarray, g: np.ndarray, val: np.ndarray, n_req: int, n_groups: int) -> Any:
+    """Exposure per request and group (scipy CSR, duplicates summed)."""
+    import scipy.sparse as sp
+
+    a_csr = sp.csr_matrix((val, (q, g)), shape=(n_req, n_groups))
+    a_csr.sum_duplicates()
+    return a_csr
+
+
+def _awrf(a_csr: Any, r_csr: Any, fixed_target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: 1 - JSD(exposure distribution over groups, target), and whether it is defined.
+
+    The same numbers as ``_jsd_bits`` on the dense request x group rows, from the
+    groups a request shows (and, under merit, the groups of its relevant
+    items) only: a group with p = 0 < t contributes t log2(t / (t/2)) = t to the
+    divergence, so the groups a request does not show add up to the target mass
+    it leaves out. ``r_csr`` (merit): relevance per request and group, the
+    target; else the fixed target shares.
+    """
+    n_req, n_groups = a_csr.shape
+    row_att = np.bincount(np.repeat(np.arange(n_req), np.diff(a_csr.indptr)), weights=a_csr.data, minlength=n_req)
+    if r_csr is None:
+        ok = row_att > 0
+        rows = np.repeat(np.arange(n_req), np.diff(a_csr.indptr))
+        cols = a_csr.indices
+        a = a_csr.data
+        t = np.asarray(fixed_target, dtype=np.float64)[cols]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = a / row_att[rows]
+        t_left = float(np.asarray(fixed_target, dtype=np.float64).sum()) - np.bincount(rows, weights=t, minlength=n_req)
+    else:
+        # entries on the union of the groups shown and the groups relevant, per request
+        ra = np.repeat(np.arange(n_req), np.diff(a_csr.indptr))
+        rr = np.repeat(np.arange(n_req), np.diff(r_csr.indptr))
+        key = np.concatenate([ra * n_groups + a_csr.indices, rr * n_groups + r_csr.indices])
+        cells, inv = np.unique(key, return_inverse=True)
+        a = np.bincount(inv.ravel(), weights=np.concatenate([a_csr.data, np.zeros(len(rr))]), minlength=len(cells))
+        r = np.bincount(inv.ravel(), weights=np.concatenate([np.zeros(len(ra)), r_csr.data]), minlength=len(cells))
+        rows = cells // n_groups
+        row_rel = np.bincount(rr, weights=r_csr.data, minlength=n_req)
+        ok = (row_att > 0) & (row_rel > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = a / row_att[rows]
+            t = r / row_rel[rows]
+        t_left = np.zeros(n_req)  # every group with t > 0 is an entry
+    keep = ok[rows]
+    p = np.where(keep, p, 0.0)
+    t = np.where(keep, t, 0.0)
+    m = 0.5 * (p + t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kp = np.where(p > 0, p * np.log2(p / m), 0.0)
+        kq = np.where(t > 0, t * np.log2(t / m), 0.0)
+    jsd = np.clip(0.5 * (np.bincount(rows, weights=kp + kq, minlength=n_req) + np.where(ok, t_left, 0.0)), 0.0, 1.0)
+    return np.where(ok, 1.0 - jsd, 0.0), ok
+
+
+def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.ndarray, rank: np.ndarray | None,
+                 cat_g: np.ndarray, rel: tuple[np.ndarray, np.ndarray, np.ndarray] | None, n_groups: int,
+                 dense: np.ndarray, n_req: int) -> tuple[Any, tuple]:
+    """The exposure audit's statistics as one ColumnRuns matrix, and how to read its column sums.
+
+    Columns: one per item shown (its exposure, items ordered by group, so that A
+    is a sum over consecutive columns), then R per group (with labels), the
+    dense per-request columns (AWRF numerator and indicator, EE-L, EE-D, EE-R)
+    and ones. Entries of an item column are stored by value (``rank`` given:
+    the value is a function of the rank), units ascending within a value: the
+    fused kernel adds a run's weights as integers.
+    """
+    from receval.audits._rank import stable_order
+    from receval.stats.bootstrap import ColumnRuns
+
+    shown = np.flatnonzero(np.bincount(item_pos, minlength=len(cat_g)))
+    by_group = shown[np.argsort(cat_g[shown], kind="stable")]
+    n_shown = len(shown)
+    col_of_pos = np.full(len(cat_g), -1, dtype=np.int64)
+    col_of_pos[by_group] = np.arange(n_shown)
+    col = col_of_pos[item_pos]
+    if rank is not None:
+        vid, n_vid = rank - 1, int(rank.max())
+    else:
+        _, vid = np.unique(val, return_inverse=True)
+        vid = vid.ravel()
+        n_vid = int(vid.max()) + 1
+    # rows are in request order: a stable sort by (column, value) leaves units ascending within a run
+    order = stable_order(col * n_vid + vid, n_shown * n_vid)
+    k = dense.shape[1]
+    n_rel = len(rel[0]) if rel is not None else 0
+    n_item_entries = len(order)
+    total = n_item_entries + n_rel + (k + 1) * n_req
+    rows = np.empty(total, dtype=np.int32 if n_req < 2**31 else np.int64)
+    data = np.empty(total)
+    np.take(q, order, out=rows[:n_item_entries])
+    np.take(val, order, out=data[:n_item_entries])
+    counts = [np.bincount(col, minlength=n_shown)]
+    at = n_item_entries
+    if rel is not None:
+        r_q, r_g, r_v = rel
+        o = np.lexsort((r_q, r_v, r_g))
+        rows[at : at + n_rel] = r_q[o]
+        data[at : at + n_rel] = r_v[o]
+        counts.append(np.bincount(r_g, minlength=n_groups))
+        at += n_rel
+    unit = np.arange(n_req)
+    for j in range(k + 1):
+        rows[at : at + n_req] = unit
+        data[at : at + n_req] = dense[:, j] if j < k else 1.0
+        at += n_req
+    counts.append(np.full(k + 1, n_req))
+    colptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    # column sums: the items' from the rows as they are (no gather), the others from their entries
+    dense_at = n_item_entries + n_rel
+    sums = np.concatenate([
+        np.bincount(col, weights=val, minlength=n_shown),
+        np.bincount(rel[1], weights=rel[2], minlength=n_groups) if rel is not None else np.zeros(0),
+        np.add.reduceat(data[dense_at:], np.arange(0, (k + 1) * n_req, n_req)),
+    ])
+    mat = ColumnRuns(colptr, rows, data, n_req, column_sums=sums)
+
+    g_cols = cat_g[by_group]
+    present = np.unique(g_cols)
+    starts = np.searchsorted(g_cols, present)
+    r0 = n_shown
+    d0 = r0 + (n_groups if rel is not None else 0)
+
+    def to_groups(s: np.ndarray) -> np.ndarray:
+        """[A | R | 1] from the column sums."""
+        s = np.asarray(s, dtype=np.float64)
+        out = np.zeros((s.shape[0], 2 * n_groups + 1))
+        if n_shown:
+            out[:, present] = np.add.reduceat(s[:, :n_shown], starts, axis=1)
+        if rel is not None:
+            out[:, n_groups : 2 * n_groups] = s[:, r0:d0]
+        out[:, 2 * n_groups] = s[:, d0 + k]
+        return out
+
+    return mat, (to_groups, slice(0, n_shown), (d0, d0 + 1), (d0 + 2, d0 + 3, d0 + 4), d0 + k)
+
+
 def exposure_audit(
     run: Any,
     groups: Any,
@@ -334,7 +481,9 @@ def exposure_audit(
     import polars as pl
     import scipy.sparse as sp
 
+    from receval.audits._rank import item_positions, rank_rows
     from receval.metrics.beyond import gini_of_rows
+    from receval.stats.bootstrap import _check
 
     _check_args(browsing, patience, k, target, min_group_size, n_boot, level, labels)
     frame = _run_frame(run)
@@ -348,32 +497,33 @@ def exposure_audit(
     cat = cat.join(code_of, on="group", how="left", maintain_order="left").with_columns(
         __pos=pl.int_range(pl.len(), dtype=pl.Int64))
     n_catalog = cat.height
-    n_items = np.bincount(cat["__g"].to_numpy(), minlength=n_groups).astype(np.int64)
+    cat_g = cat["__g"].to_numpy()
+    n_items = np.bincount(cat_g, minlength=n_groups).astype(np.int64)
 
     if isinstance(target, Mapping):
         declared = _declared_target(target, names)
 
     # ---- rank: score desc, then item id text desc (byte order), per request and sample
-    frame = frame.with_columns(__tie=pl.col("item_id").cast(pl.String))
-    frame = frame.sort(["request_id", "sample_id", "score", "__tie"], descending=[False, False, True, True])
-    frame = frame.with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("request_id", "sample_id"))
-    if k is not None:
-        frame = frame.filter(pl.col("rank") <= k)
-    frame = frame.with_columns(
-        __q=pl.col("request_id").rle_id().cast(pl.Int64),
-    ).with_columns(__ns=pl.col("sample_id").n_unique().over("__q").cast(pl.Float64))
-    n_req = int(frame["__q"].max()) + 1 if frame.height else 0
-    if n_req == 0:
+    frame = rank_rows(frame, k, ("request_id", "sample_id"))
+    if frame.height == 0:
         raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
-
-    fr, cj = _harmonise(frame, cat.select("item_id", "__g", "__pos"), "item_id")
-    frame = fr.join(cj, on="item_id", how="left", maintain_order="left")
-    if frame["__g"].null_count():
-        raise _unknown_items(frame.filter(pl.col("__g").is_null())["item_id"], "run")
+    frame = frame.with_columns(__q=pl.col("request_id").rle_id().cast(pl.Int64))
+    q = frame["__q"].to_numpy()
+    n_req = int(q[-1]) + 1
+    rank_np = frame["rank"].to_numpy()
+    # samples per request: its (request, sample) blocks, each starting at rank 1
+    ns_q = np.bincount(q[rank_np == 1], minlength=n_req).astype(np.float64)
+    ns = ns_q[q]
+    item_pos = item_positions(frame["item_id"], cat["item_id"])
+    if (item_pos < 0).any():
+        raise _unknown_items(frame.filter(pl.Series(item_pos < 0))["item_id"], "run")
+    g = cat_g[item_pos]
+    frame = frame.with_columns(__g=pl.Series(g), __pos=pl.Series(item_pos), __ns=pl.Series(ns))
 
     # ---- labels of the audited requests
     if lab is not None:
-        reqs = frame.select("request_id", "__q").unique(maintain_order=True)
+        q_first = np.r_[True, q[1:] != q[:-1]]
+        reqs = frame.filter(pl.Series(q_first)).select("request_id", "__q")
         lab_h, reqs = _harmonise(lab, reqs, "request_id")
         lab = lab_h.join(reqs, on="request_id", how="inner", maintain_order="left")
         lab, cj = _harmonise(lab, cat.select("item_id", "__g"), "item_id")
@@ -389,11 +539,12 @@ def exposure_audit(
     else:
         frame = frame.with_columns(gain=pl.lit(0.0))
 
-    rank = frame["rank"].to_numpy().astype(np.float64)
+    rank = rank_np.astype(np.float64)
     if browsing == "log":
         att = 1.0 / np.log2(1.0 + rank)
     else:
         att = float(patience) ** (rank - 1.0)
+    by_rank = True  # attention is a function of the rank alone
     if browsing == "cascade" and lab is not None:
         gmax = float(lab["gain"].max() or 0.0)
         if gmax > 0:
@@ -401,33 +552,19 @@ def exposure_audit(
             cont = pl.DataFrame({"q": frame["__q"], "s": frame["sample_id"], "c": 1.0 - stop})
             reach = cont.select(pl.col("c").shift(1, fill_value=1.0).cum_prod().over("q", "s"))["c"].to_numpy()
             att = att * reach
+            by_rank = False
 
-    q = frame["__q"].to_numpy()
-    g = frame["__g"].to_numpy()
-    ns = frame["__ns"].to_numpy()
-    cell = q * n_groups + g
-    from receval._memory import check_dense  # guard: refuse before allocating, not an OOM kill
-
-    check_dense("exposure_audit: the request x group exposure and relevance matrices", (n_req, n_groups), copies=5,
-                hint="use a coarser group_column (fewer groups), audit a sample of requests, or split the run")
-    a_mat = np.bincount(cell, weights=att / ns, minlength=n_req * n_groups).reshape(n_req, n_groups)
-    shown = np.bincount(cell, minlength=n_req * n_groups).reshape(n_req, n_groups) > 0
-    n_requests_g = shown.sum(axis=0)
-    n_shown_g = _distinct_per_group(frame["__pos"].to_numpy(), g, n_groups)
+    val = att / ns  # a row's exposure: its attention, averaged over the request's samples
+    n_shown_g = _distinct_per_group(item_pos, cat_g, n_groups)
     if lab is not None:
         lq = lab.filter(pl.col("gain") > 0)
-        r_mat = np.bincount(lq["__q"].to_numpy() * n_groups + lq["__g"].to_numpy(), weights=lq["gain"].to_numpy(),
-                            minlength=n_req * n_groups).reshape(n_req, n_groups)
+        r_q, r_g, r_v = lq["__q"].to_numpy(), lq["__g"].to_numpy(), lq["gain"].to_numpy()
     else:
-        r_mat = np.zeros((n_req, n_groups))
+        r_q = r_g = np.zeros(0, dtype=np.int64)
+        r_v = np.zeros(0)
+    r_csr = sp.csr_matrix((r_v, (r_q, r_g)), shape=(n_req, n_groups))
+    r_csr.sum_duplicates()
 
-    # ---- group quantities: functions of the column sums of [A | R | 1]
-    m_stats = np.hstack([a_mat, r_mat, np.ones((n_req, 1))])
-    if n_groups > _DENSE_MAX_GROUPS:
-        # a request touches at most k groups: with many groups (providers) the
-        # request x group matrix is mostly zeros and the bootstrap product costs
-        # O(n_boot x nonzeros) in sparse form instead of O(n_boot x requests x groups)
-        m_stats = sp.csr_matrix(m_stats)
     merit = target == "merit"
     if merit:
         fixed_target = None
@@ -438,16 +575,42 @@ def exposure_audit(
     ok_groups = np.flatnonzero(n_items >= min_group_size)
     # reference of the disparate exposure ratio: the largest unsuppressed group
     # (first by name on ties) with positive exposure (merit: positive relevance)
-    basis = r_mat.sum(axis=0) if merit else a_mat.sum(axis=0)
+    basis = np.bincount(r_g, weights=r_v, minlength=n_groups) if merit else np.bincount(g, weights=val, minlength=n_groups)
     eligible = ok_groups[basis[ok_groups] > 0]
     ref = int(eligible[np.argmax(n_items[eligible])]) if len(eligible) else None
+
+    # ---- per (request, group) exposure, sparse (a request touches at most k groups), and AWRF
+    # (the compiled pass by size alone, so that an input always takes the same path: its
+    # logarithms and additions differ from numpy's in the last bits)
+    kern = _kernels(len(q), loaded_ok=False)
+    a_csr = None
+    if kern is not None and not merit:  # one compiled pass over each request's rows
+        q_starts = np.r_[np.flatnonzero(np.r_[True, q[1:] != q[:-1]]), len(q)]
+        awrf_q, awrf_ok = np.empty(n_req), np.empty(n_req, dtype=bool)
+        n_requests_g = np.zeros(n_groups, dtype=np.int64)
+        kern.exposure_per_request(q_starts, g, val, np.asarray(fixed_target, dtype=np.float64), n_groups,
+                                  awrf_q, awrf_ok, n_requests_g)
+    else:
+        a_csr = _request_groups(q, g, val, n_req, n_groups)
+        n_requests_g = np.bincount(a_csr.indices, minlength=n_groups)
+        awrf_q, awrf_ok = _awrf(a_csr, r_csr if merit else None, fixed_target)
+
+    # ---- expected exposure
+    ee = _expected_exposure(frame, lab, browsing, patience, n_req)
+
+    # ---- statistics. Group quantities are functions of the column sums of [A | R | 1]
+    # (A, R: exposure, relevance per request and group); the Gini reads the column
+    # sums of the request x item exposure matrix.
+    n_shown = int(n_shown_g.sum())
+    columns = (2 * n_groups + 1) + 2 + n_shown + 4  # the widths bootstrap_replicates counts
+    fused = _FUSED_COLUMN_RUNS and n_boot > 0 and _check(n_boot, 0.5, "auto", n_req, columns) == "poisson-fused"
 
     memo: list[Any] = [None, None]  # (sums array, its parts): every group stat reads the same block
 
     def parts(s: np.ndarray) -> dict[str, np.ndarray]:
         if memo[0] is s:
             return memo[1]
-        memo[1] = _parts(s)
+        memo[1] = _parts(to_groups(s))
         memo[0] = s
         return memo[1]
 
@@ -474,38 +637,45 @@ def exposure_audit(
                 "disparate_exposure_ratio": der,
             }
 
+    if fused:
+        # one statistics matrix for everything, summed in one pass of the CSC kernel: the
+        # items' exposures (A is their sum per group), R, AWRF, EE and a column of ones
+        container, layout = _column_runs(q, item_pos, g, val, rank_np if by_rank and ns_q.max() == 1 else None,
+                                         cat_g, (r_q, r_g, r_v) if lab is not None else None, n_groups,
+                                         np.column_stack([awrf_q, awrf_ok, ee[:, :3]]), n_req)
+        m_stats = gini_src = awrf_src = ee_src = container
+        to_groups, gini_cols, awrf_cols, ee_cols, ones_col = layout
+    else:
+        ones = np.ones((n_req, 1))
+        if a_csr is None:
+            a_csr = _request_groups(q, g, val, n_req, n_groups)
+        if n_groups > _DENSE_MAX_GROUPS:
+            # a request touches at most k groups: with many groups (providers) the
+            # request x group matrix is mostly zeros and the bootstrap product costs
+            # O(n_boot x nonzeros) in sparse form instead of O(n_boot x requests x groups)
+            m_stats = sp.hstack([a_csr, r_csr, sp.csr_matrix(ones)], format="csr")
+        else:
+            m_stats = np.hstack([a_csr.toarray(), r_csr.toarray(), ones])
+        col_of_pos = np.cumsum(np.bincount(item_pos, minlength=n_catalog) > 0) - 1  # items shown, in catalog order
+        gini_src = sp.csr_matrix((val, (q, col_of_pos[item_pos])), shape=(n_req, n_shown))
+        gini_src.sum_duplicates()
+        awrf_src = np.column_stack([awrf_q, awrf_ok.astype(np.float64)])
+        ee_src = ee
+
+        def to_groups(s: np.ndarray) -> np.ndarray:
+            return s
+
+        gini_cols, awrf_cols, ee_cols, ones_col = slice(None), (0, 1), (0, 1, 2), 3
+
     stats: list[_Stat] = []
     keys: list[tuple[str, int]] = []
     for name in GROUP_FIELDS:
         for j in ok_groups:
             stats.append(_Stat(m_stats, lambda s, name=name, j=j: parts(s)[name][:, j]))
             keys.append((name, int(j)))
-
-    # ---- AWRF per request
-    row_att = a_mat.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dist = a_mat / row_att[:, None]
-        if merit:
-            row_rel = r_mat.sum(axis=1)
-            tdist = r_mat / row_rel[:, None]
-            awrf_ok = (row_att > 0) & (row_rel > 0)
-        else:
-            tdist = np.broadcast_to(fixed_target, a_mat.shape)
-            awrf_ok = row_att > 0
-    awrf_q = np.where(awrf_ok, 1.0 - _jsd_bits(np.where(awrf_ok[:, None], dist, 0.0),
-                                               np.where(awrf_ok[:, None], tdist, 0.0)), 0.0)
-    awrf_stat = _Stat(np.column_stack([awrf_q, awrf_ok.astype(np.float64)]), lambda s: s[:, 0] / s[:, 1])
-
-    # ---- Gini of item exposure over the catalog (items never shown count 0)
-    item_pos = frame["__pos"].to_numpy()
-    items_shown, item_col = np.unique(item_pos, return_inverse=True)
-    x_mat = sp.csr_matrix((att / ns, (q, item_col)), shape=(n_req, len(items_shown)))
-    x_mat.sum_duplicates()
-    gini_stat = _Stat(x_mat, lambda s: gini_of_rows(np.asarray(s), n_catalog), recentre=True)
-
-    # ---- expected exposure
-    ee = _expected_exposure(frame, lab, browsing, patience, n_req)
-    ee_stats = [_Stat(ee, lambda s, c=c: s[:, c] / _n_req_w(s)) for c in range(3)]
+    awrf_stat = _Stat(awrf_src, lambda s: s[:, awrf_cols[0]] / s[:, awrf_cols[1]])
+    gini_stat = _Stat(gini_src, lambda s: gini_of_rows(np.asarray(s)[:, gini_cols], n_catalog), recentre=True)
+    ee_stats = [_Stat(ee_src, lambda s, c=c: s[:, ee_cols[c]] / s[:, ones_col]) for c in range(3)]
 
     all_stats = [*stats, awrf_stat, gini_stat, *ee_stats]
     ests, method = bootstrap_estimates(all_stats, n_req, n_boot=n_boot, level=level, seed=seed)
@@ -540,9 +710,9 @@ def exposure_audit(
         },
         counts={
             "n_requests": n_req,
-            "n_samples_max": int(frame["__ns"].max()),
+            "n_samples_max": int(ns_q.max()),
             "n_catalog_items": n_catalog,
-            "n_items_shown": len(items_shown),
+            "n_items_shown": n_shown,
             "n_groups": n_groups,
             "n_groups_suppressed": int((n_items < min_group_size).sum()),
             "requests_awrf_undefined": int((~awrf_ok).sum()),
@@ -552,6 +722,8 @@ def exposure_audit(
 
 #: above this many groups the per-request group statistics are kept sparse
 _DENSE_MAX_GROUPS = 16
+#: under the fused scheme, sum one ColumnRuns matrix (False: the scipy matrices of the other schemes)
+_FUSED_COLUMN_RUNS = True
 
 
 def _n_req_w(s: np.ndarray) -> np.ndarray:
@@ -559,9 +731,10 @@ def _n_req_w(s: np.ndarray) -> np.ndarray:
     return s[:, 3]
 
 
-def _distinct_per_group(item_pos: np.ndarray, g: np.ndarray, n_groups: int) -> np.ndarray:
-    first = np.unique(item_pos, return_index=True)[1]
-    return np.bincount(g[first], minlength=n_groups)
+def _distinct_per_group(item_pos: np.ndarray, cat_g: np.ndarray, n_groups: int) -> np.ndarray:
+    """Catalog items of each group shown at least once."""
+    shown = np.bincount(item_pos, minlength=len(cat_g)) > 0
+    return np.bincount(cat_g[shown], minlength=n_groups)
 
 
 def _declared_target(target: Mapping[str, float], names: list[str]) -> np.ndarray:
@@ -594,10 +767,32 @@ def _expected_exposure(frame: pl.DataFrame, lab: pl.DataFrame | None, browsing: 
     import polars as pl
 
     w_kind = "log" if browsing == "log" else "rbp"
-    w = _rank_weights(frame["rank"].to_numpy(), w_kind, patience) / frame["__ns"].to_numpy()
-    shown = frame.select("__q", "item_id", "gain").with_columns(__w=w).group_by("__q", "item_id", maintain_order=True).agg(
-        eps=pl.col("__w").sum(), gain=pl.col("gain").first())
-    cap = frame.group_by("__q", maintain_order=True).agg(cap=pl.col("rank").max())
+    rank = frame["rank"].to_numpy()
+    ns = frame["__ns"].to_numpy()
+    w = _rank_weights(rank, w_kind, patience) / ns
+    q = frame["__q"].to_numpy()
+    q_starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])  # rows are grouped by request, every request has rows
+    cap_q = np.maximum.reduceat(rank, q_starts)
+    if lab is None and ns.max() == 1:
+        # one list per request, no labels: each row is an item of the universe (items are distinct
+        # within a list), all of grade 0, so one tier of L_q items: the rows of the request
+        kern = _kernels(len(q))  # the same arithmetic as below, in the same order
+        if kern is not None:
+            cum = np.concatenate([[0.0], np.cumsum(_position_weights(w_kind, patience, int(cap_q.max())))])
+            out = np.empty((n_req, 4))
+            kern.expected_exposure_lists(np.r_[q_starts, len(q)], w, rank, cum, out)
+            return out
+        size = np.diff(np.r_[q_starts, len(q)])[q]
+        cap = cap_q[q]
+        cum = np.concatenate([[0.0], np.cumsum(_position_weights(w_kind, patience, int(cap_q.max())))])
+        star = (cum[np.minimum(size, cap)] - cum[np.minimum(0, cap)]) / size
+        return _ee_sums(q, w, star, n_req)
+    if ns.max() == 1:  # (request, item) pairs are distinct: nothing to add up
+        shown = frame.select("__q", "item_id", "gain").with_columns(eps=w)
+    else:
+        shown = frame.select("__q", "item_id", "gain").with_columns(__w=w).group_by(
+            "__q", "item_id", maintain_order=True).agg(eps=pl.col("__w").sum(), gain=pl.col("gain").first())
+    cap = pl.DataFrame({"__q": q[q_starts], "cap": cap_q})
     if lab is not None:
         rel = lab.filter(pl.col("gain") > 0).select("__q", "item_id", "gain")
         shown, rel = _harmonise(shown, rel, "item_id")
@@ -616,8 +811,10 @@ def _expected_exposure(frame: pl.DataFrame, lab: pl.DataFrame | None, browsing: 
     n_max = int(cap_q.max())
     cum = np.concatenate([[0.0], np.cumsum(_position_weights(w_kind, patience, n_max))])
     star = (cum[np.minimum(start + size, cap_q)] - cum[np.minimum(start, cap_q)]) / size
-    eps = uni["eps"].to_numpy()
-    qq = uni["__q"].to_numpy()
+    return _ee_sums(uni["__q"].to_numpy(), uni["eps"].to_numpy(), star, n_req)
+
+
+def _ee_sums(qq: np.ndarray, eps: np.ndarray, star: np.ndarray, n_req: int) -> np.ndarray:
     out = np.empty((n_req, 4))
     out[:, 0] = np.bincount(qq, weights=(eps - star) ** 2, minlength=n_req)
     out[:, 1] = np.bincount(qq, weights=eps * eps, minlength=n_req)

@@ -158,6 +158,7 @@ def _ranked(run: Any, k: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     import polars as pl
 
+    from receval.audits._rank import rank_rows
     from receval.data.readers import to_polars
 
     if isinstance(run, list | tuple):
@@ -166,23 +167,25 @@ def _ranked(run: Any, k: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = _run_frame(raw.select([c for c in raw.columns if c != "user_id"]))
     if "user_id" in raw.columns:
         frame = frame.with_columns(user_id=raw["user_id"])
-    frame = frame.with_columns(__tie=pl.col("item_id").cast(pl.String))
-    frame = frame.sort(["request_id", "score", "__tie"], descending=[False, True, True])
-    frame = frame.with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("request_id"))
-    if k is not None:
-        frame = frame.filter(pl.col("rank") <= k)
+    frame = rank_rows(frame, k, ("request_id",))
     if frame.height == 0:
         raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
     frame = frame.with_columns(__q=pl.col("request_id").rle_id().cast(pl.Int64))
+    q = frame["__q"].to_numpy()
+    first = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])  # each request's first row (rows are grouped)
     req_cols = ["request_id", "__q"]
     if "user_id" in frame.columns:
-        users = frame.select("__q", "user_id").unique()
-        bad = users["__q"].is_duplicated()
-        if bad.any():
+        user = frame["user_id"]
+        # a request's rows all name its first row's user (nulls equal), else count the offenders
+        head = user.gather(np.repeat(first, np.diff(np.r_[first, len(q)])))
+        same = (user == head) | (user.is_null() & head.is_null())
+        if not same.fill_null(False).all():
+            users = frame.select("__q", "user_id").unique()
+            bad = users["__q"].is_duplicated()
             raise InputError("run", [Violation("user_id", "one user per request", int(bad.sum()),
                                                hint="a request belongs to a single user")])
         req_cols.append("user_id")
-    requests = frame.select(req_cols).unique(subset="__q", keep="first", maintain_order=True)
+    requests = frame.select(req_cols)[first]
     return frame.select("request_id", "item_id", "rank", "__q"), requests
 
 
@@ -221,9 +224,15 @@ def _user_group_codes(requests: pl.DataFrame, user_groups: Any, group_column: st
         violations.append(Violation(key, "one group per key", int(dup.sum()), hint=f"one row per {key} in user_groups"))
     if violations:
         raise InputError("user_groups", violations)
-    reqs, tab = _harmonise(requests.select("__q", key), table, key)
-    joined = reqs.join(tab, on=key, how="left", maintain_order="left").sort("__q")
-    labels = joined["__group"].fill_null(MISSING_GROUP)
+    from receval.audits._rank import item_positions
+
+    # requests are in __q order: each request's row of the table (keys are unique there), or none
+    if table.height and requests.height:
+        row = item_positions(requests[key], table[key])
+        labels = table["__group"].gather(np.where(row >= 0, row, 0)).scatter(np.flatnonzero(row < 0), None)
+    else:
+        labels = pl.Series([None] * requests.height, dtype=pl.String)
+    labels = labels.fill_null(MISSING_GROUP)
     names = sorted(labels.unique().to_list())
     lookup = {n: i for i, n in enumerate(names)}
     codes = labels.replace_strict(lookup, return_dtype=pl.Int64).to_numpy()
@@ -370,6 +379,8 @@ def popularity_bias_audit(
         raise UsageError(f"exclude_history must be True or False, got {exclude_history!r}")
     if exclude_history and history is None:
         raise UsageError("exclude_history=True needs history=... (user_id, item_id): the items to leave out")
+    from receval.audits._rank import item_positions
+
     cuts = _check_cuts(profile_cuts)
     frame, requests = _ranked(run, k)
     cat = _catalog_popularity(catalog, popularity)
@@ -381,10 +392,10 @@ def popularity_bias_audit(
     n_tail = int(cat["__tail"].sum())
     n_head = cat.height - n_tail
 
-    fr, cj = _harmonise(frame, cat, "item_id")
-    frame = fr.join(cj, on="item_id", how="left", maintain_order="left")
-    if frame["__pop"].null_count():
-        raise _unknown(frame.filter(pl.col("__pop").is_null())["item_id"], "run", "catalog")
+    item_pos = item_positions(frame["item_id"], cat["item_id"])
+    if (item_pos < 0).any():
+        raise _unknown(frame.filter(pl.Series(item_pos < 0))["item_id"], "run", "catalog")
+    frame = frame.with_columns(__pop=pl.Series(pop[item_pos]), __tail=cat["__tail"].gather(item_pos))
 
     n_req = requests.height
     q = frame["__q"].to_numpy()
@@ -417,14 +428,18 @@ def popularity_bias_audit(
 
     length = np.bincount(q, minlength=n_req).astype(np.float64)
     n_tail_q = np.bincount(q, weights=tail, minlength=n_req)
-    keep = 1.0 - in_hist if exclude_history else np.ones(frame.height)
     mat = np.zeros((n_req, 12))
     mat[:, 0] = np.bincount(q, weights=frame["__pop"].to_numpy(), minlength=n_req) / length  # ARP_q
     mat[:, 1] = n_tail_q / length  # APLT_q
     mat[:, 2] = n_tail_q  # ACLT_q
     mat[:, 3] = 1.0
-    mat[:, 4] = np.bincount(q, weights=(1.0 - tail) * keep, minlength=n_req)  # head items recommended
-    mat[:, 5] = np.bincount(q, weights=tail * keep, minlength=n_req)  # tail items recommended
+    if exclude_history:
+        keep = 1.0 - in_hist
+        mat[:, 4] = np.bincount(q, weights=(1.0 - tail) * keep, minlength=n_req)  # head items recommended
+        mat[:, 5] = np.bincount(q, weights=tail * keep, minlength=n_req)  # tail items recommended
+    else:  # counts of 0/1 values: exact either way
+        mat[:, 4] = length - n_tail_q
+        mat[:, 5] = n_tail_q
     # items each request could be recommended: the group, less the user's history when excluded
     mat[:, 10] = n_head - (h_head if exclude_history else 0.0)
     mat[:, 11] = n_tail - (h_tail if exclude_history else 0.0)

@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["poisson_sums", "poisson_sums_csr", "poisson_thresholds", "poisson_weights", "reference_weights",
-           "root_key"]
+__all__ = ["gini_rows", "poisson_group_sums", "poisson_segment_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
+           "reference_weights", "root_key"]
 
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -49,6 +49,10 @@ REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a 
 MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
+LINE = 64  # bytes of a unit's weights in the CSC kernel: one cache line
+LANES = 2 * LINE  # replicates of one block of the CSC kernel: 4 bits per weight
+PREFETCH = 16  # entries ahead whose weights the CSC kernel asks the CPU to load
+RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (20 * 3000 < 2^16)
 
 
 def poisson_thresholds() -> np.ndarray:
@@ -217,6 +221,63 @@ def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
                 out[b + 3, j] += a3
 
 
+@nb.njit(inline="always")
+def _chunk_weights_at(start, gamma, idx, lo, hi, t, wbuf):
+    """As _chunk_weights for the units idx[lo..hi-1] (any order): weight of unit u is output u + 1."""
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
+    total = 0
+    n_tail = 0
+    for i in range(hi - lo):
+        u = _mix64(start + _U64(idx[lo + i] + 1) * gamma)
+        c = (
+            np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
+            + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+        )
+        n_tail += np.int64(u >= t7)
+        total += c
+        wbuf[i] = np.float64(c)
+    if n_tail:
+        for i in range(hi - lo):
+            u = _mix64(start + _U64(idx[lo + i] + 1) * gamma)
+            if u >= t7:
+                w = _quantile(u, t)
+                total += w - _FAST
+                wbuf[i] = np.float64(w)
+    return total
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _group_sums_block(xs, idx, plan, starts, gammas, t, b0, b1, out, wsum):
+    """Per-segment sums of replicates b0..b1-1 (multiples of GROUP): out[b, s, j] += sum over the units
+    of segment s of w_b(unit) * xs[j, unit position]; plan rows (lo, hi, s) tile the positions."""
+    k = xs.shape[0]
+    w = np.empty((GROUP, UNIT_CHUNK))
+    for c in range(plan.shape[0]):
+        lo, hi, seg = plan[c, 0], plan[c, 1], plan[c, 2]
+        m = hi - lo
+        for b in range(b0, b1, GROUP):
+            for r in range(GROUP):
+                wsum[b + r] += _chunk_weights_at(starts[b + r], gammas[b + r], idx, lo, hi, t, w[r])
+            w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+            for j in range(k):
+                xj = xs[j, lo:hi]
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
+                for i in range(m):
+                    x = xj[i]
+                    a0 += w0[i] * x
+                    a1 += w1[i] * x
+                    a2 += w2[i] * x
+                    a3 += w3[i] * x
+                out[b, seg, j] += a0
+                out[b + 1, seg, j] += a1
+                out[b + 2, seg, j] += a2
+                out[b + 3, seg, j] += a3
+
+
 @nb.njit(cache=True, nogil=True)
 def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out, wsum):
     """Sums of replicates b0..b1-1 of a CSR statistics matrix (units x columns) into out[b - b0].
@@ -238,14 +299,303 @@ def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out
                         out[r, indices[p]] += wi * data[p]
 
 
+@nb.extending.intrinsic
+def _prefetch(typingctx, arr, row):
+    """Hint the CPU to load the cache line of arr[row, 0] (llvm.prefetch: read, high locality)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    sig = nb.types.void(arr, row)
+
+    def codegen(context, builder, signature, args):
+        aryty, rowty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, args[1], rowty, nb.types.intp), context.get_constant(nb.types.intp, 0)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, nogil=True)
+def _lane_weights(starts, gammas, t, nib, lanes, wsum):
+    """Weights of replicates r < len(starts) of every unit i into the 64-byte line lanes[i].
+
+    ``nib``: 4 bits per weight, replicate r in byte r % 64, low nibble for
+    r < 64, high nibble above (up to LANES = 128 replicates); returns False,
+    leaving the lines unusable, when some weight exceeds 15 (P = 1.3e-14 per
+    draw). Otherwise one byte per weight, replicate r in byte r (up to 64).
+    Unused lanes are 0 (their stream stays at 0, and mix64(0) = 0 < T_0).
+    Unit by unit, all replicates at once (vectorised across replicates), so a
+    line is written whole. wsum[r] += the replicate's weight total.
+    """
+    n = lanes.shape[0]
+    m = len(starts)
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
+    z = np.zeros(LANES, dtype=np.uint64)
+    g = np.zeros(LANES, dtype=np.uint64)
+    for r in range(m):
+        z[r] = starts[r]
+        g[r] = gammas[r]
+    c = np.zeros(LANES, dtype=np.uint8)
+    tot = np.zeros(LANES, dtype=np.int64)
+    for i in range(n):
+        tail = 0
+        for r in range(LANES):
+            zz = z[r] + g[r]
+            z[r] = zz
+            u = _mix64(zz)
+            c[r] = (
+                np.uint8(u >= t0) + np.uint8(u >= t1) + np.uint8(u >= t2) + np.uint8(u >= t3)
+                + np.uint8(u >= t4) + np.uint8(u >= t5) + np.uint8(u >= t6) + np.uint8(u >= t7)
+            )
+            tail |= np.int64(u >= t7)
+        if tail:  # P = 1.0e-5 per weight: refine
+            for r in range(m):
+                if c[r] == _FAST:
+                    w = _quantile(_mix64(z[r]), t)
+                    if nib and w > 15:
+                        return False
+                    c[r] = np.uint8(w)
+        for r in range(LANES):
+            tot[r] += c[r]
+        dst = lanes[i]
+        if nib:
+            for j in range(LINE):
+                dst[j] = c[j] | (c[j + LINE] << np.uint8(4))
+        else:
+            for j in range(LINE):
+                dst[j] = c[j]
+    for r in range(m):
+        wsum[r] += tot[r]
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
+    """out[r, c] = sum over the entries p of column c of w_r(rows[p]) * data[p], for r < out.shape[0].
+
+    ``runs=False``: each entry's product is added in entry order: the same
+    products and additions as the CSR kernel's accumulation into a column (a
+    unit with weight 0 adds +0.0, which leaves a sum unchanged; a non-finite
+    value is skipped under weight 0, as there). ``runs=True``: the weights of
+    a run of equal values are added as integers (exactly), then multiplied by
+    the value once.
+    """
+    acc = np.zeros(LANES)
+    ilo = np.zeros(LINE, dtype=np.uint16)
+    ihi = np.zeros(LINE, dtype=np.uint16)
+    flo = np.zeros(LINE)
+    fhi = np.zeros(LINE)
+    m = out.shape[0]
+    nnz = len(rows)
+    run_max = RUN_MAX if runs else 1  # 15 (nibbles) or 20 times RUN_MAX fits in 16 bits
+    for c in range(len(colptr) - 1):
+        for r in range(LANES):
+            acc[r] = 0.0
+        p = colptr[c]
+        e = colptr[c + 1]
+        while p < e:
+            v = data[p]
+            for j in range(LINE):
+                ilo[j] = 0
+                ihi[j] = 0
+            stop = min(e, p + run_max)
+            while True:
+                if p + PREFETCH < nnz:
+                    _prefetch(lanes, rows[p + PREFETCH])
+                wi = lanes[rows[p]]
+                if nib:
+                    for j in range(LINE):
+                        ilo[j] += wi[j] & np.uint8(15)
+                        ihi[j] += wi[j] >> np.uint8(4)
+                else:
+                    for j in range(LINE):
+                        ilo[j] += wi[j]
+                p += 1
+                if p >= stop or not (data[p] == v):
+                    break
+            if math.isfinite(v):
+                for j in range(LINE):
+                    flo[j] = np.float64(ilo[j]) * v
+                    fhi[j] = np.float64(ihi[j]) * v
+            else:
+                for j in range(LINE):
+                    flo[j] = np.float64(ilo[j]) * v if ilo[j] != 0 else 0.0
+                    fhi[j] = np.float64(ihi[j]) * v if ihi[j] != 0 else 0.0
+            for j in range(LINE):
+                acc[j] += flo[j]
+            if nib:
+                for j in range(LINE):
+                    acc[LINE + j] += fhi[j]
+        for r in range(m):
+            out[r, c] = acc[r]
+
+
 @nb.njit(cache=True, nogil=True)
 def _weights_block(starts, gammas, t, n, out):
+    """out[r, i] = weight of unit i in replicate r (uint8): eight branch-free comparisons, the rare
+    u >= T_7 refined in a second look at the row."""
+    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+    t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
     for r in range(len(starts)):
-        z = starts[r]
         g = gammas[r]
+        z = starts[r]
+        row = out[r]
         for i in range(n):
             z += g
-            out[r, i] = _quantile(_mix64(z), t)
+            u = _mix64(z)
+            row[i] = np.uint8(
+                np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
+                + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+            )
+        for i in range(n):
+            if row[i] == _FAST:
+                row[i] = np.uint8(_quantile(_mix64(starts[r] + _U64(i + 1) * g), t))
+
+
+@nb.njit(inline="always")
+def _insertion_sort(srt, smul, m, unit, budget):
+    """Sort srt[:m] ascending in place (smul alongside unless ``unit``); False, leaving a permutation,
+    when that takes more than ``budget`` moves."""
+    moves = 0
+    for p in range(1, m):
+        v = srt[p]
+        if srt[p - 1] <= v:
+            continue
+        w = smul[p]
+        h = p
+        while h > 0 and srt[h - 1] > v:
+            srt[h] = srt[h - 1]
+            if not unit:
+                smul[h] = smul[h - 1]
+            h -= 1
+        srt[h] = v
+        if not unit:
+            smul[h] = w
+        moves += p - h
+        if moves > budget:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _gini_numerators(x, n_total, mult, unit, out):
+    """out[i] = sum_k (2k - n - 1) x_(k) over row i of x, each column standing for mult[c] items
+    (``unit``: one item each, mult unread), padded with zeros to n = n_total items; x >= 0.
+
+    The row's positive values are sorted by a bucket pass on their bit patterns
+    (order-preserving for non-negative doubles; about one bucket per value,
+    spaced geometrically), then by an insertion pass (equal values do not move),
+    replaced by a full sort when it would move values more than 16 times per
+    value. A run of equal values holding
+    h items at positions s+1..s+h adds v * h * (2s + h - n) (ties need no order).
+    """
+    b, c = x.shape
+    n = float(n_total)
+    vals = np.empty(c)
+    mul = np.ones(c)
+    keys = np.empty(c, dtype=np.int64)
+    srt = np.empty(c)
+    smul = np.ones(c)
+    bits = 1
+    while (1 << bits) < c:
+        bits += 1
+    nbk = 1 << min(bits, 17)
+    cnt = np.zeros(nbk + 1, dtype=np.int64)
+    for i in range(b):
+        row = x[i]
+        m = 0
+        lo = np.inf
+        hi = 0.0
+        before = n  # items before the positive values: zeros, never shown
+        for j in range(c):
+            v = row[j]
+            if v > 0 and (unit or mult[j] > 0):
+                vals[m] = v
+                if not unit:
+                    mul[m] = mult[j]
+                    before -= mult[j]
+                m += 1
+                lo = min(lo, v)
+                hi = max(hi, v)
+        if unit:
+            before -= m
+        if m == 0:
+            out[i] = 0.0
+            continue
+        vb = vals[:m].view(np.int64)
+        lob = np.array([lo]).view(np.int64)[0]
+        span = np.array([hi]).view(np.int64)[0] - lob
+        shift = 0
+        while (span >> shift) >= nbk:
+            shift += 1
+        cnt[:] = 0
+        for j in range(m):
+            key = (vb[j] - lob) >> shift
+            keys[j] = key
+            cnt[key + 1] += 1
+        for key in range(nbk):
+            cnt[key + 1] += cnt[key]
+        for j in range(m):
+            d = cnt[keys[j]]
+            srt[d] = vals[j]
+            if not unit:
+                smul[d] = mul[j]
+            cnt[keys[j]] = d + 1
+        # buckets are in order: an insertion pass moves values within their bucket only; equal
+        # values do not move. Many distinct values in one bucket: a full sort bounds the cost.
+        if not _insertion_sort(srt, smul, m, unit, 16 * m + 1024):
+            o = np.argsort(srt[:m], kind="mergesort")
+            srt[:m] = srt[:m][o]
+            if not unit:
+                smul[:m] = smul[:m][o]
+        acc = 0.0
+        pos = before
+        p = 0
+        while p < m:
+            v = srt[p]
+            h = 0.0
+            while p < m and srt[p] == v:
+                h += smul[p]
+                p += 1
+            acc += v * h * (2.0 * pos + h - n)
+            pos += h
+        out[i] = acc
+
+
+def gini_rows(x: np.ndarray, n_total: int, mult: np.ndarray | None = None, *,
+              threads: int | None = None) -> np.ndarray:
+    """Gini index of each row of x (b, c) >= 0, each column standing for ``mult`` items (default 1),
+    padded with zeros up to ``n_total`` items: sum_k (2k - n - 1) x_(k) / (n sum x), NaN where a row
+    sums to 0. Rows are split among ``threads`` threads."""
+    x = np.asarray(x, dtype=np.float64)
+    b, c = x.shape
+    unit = mult is None
+    mult_ = np.ones(c) if unit else np.ascontiguousarray(mult, dtype=np.float64)
+    num = np.zeros(b)
+    if threads is None:
+        threads = default_threads() if b * c >= MIN_THREADED_CELLS else 1
+    spans = np.linspace(0, b, min(max(threads, 1), max(b, 1)) + 1).astype(np.int64)
+
+    def run(k: int) -> None:
+        lo, hi = int(spans[k]), int(spans[k + 1])
+        if hi > lo:
+            _gini_numerators(x[lo:hi], int(n_total), mult_, unit, num[lo:hi])
+
+    if len(spans) <= 2:
+        run(0)
+    else:  # the kernel releases the GIL; each thread writes only its own rows
+        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
+            list(pool.map(run, range(len(spans) - 1)))
+    total = x @ mult_
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / (float(n_total) * total)
 
 
 _T: np.ndarray | None = None
@@ -310,6 +660,85 @@ def poisson_sums(
     return out[:n_boot], wsum[:n_boot]
 
 
+def poisson_group_sums(
+    x: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+    n_boot: int,
+    root: int,
+    *,
+    block: int = REPLICATE_BLOCK,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums per group: S[b, g, j] = sum over units i with codes[i] == g of w_bi x[i, j].
+
+    ``x`` has shape (n, k) (one row per unit), ``codes`` values in [0, n_groups).
+    The weights are those of :func:`poisson_sums` (unit i keeps its weight
+    whatever its group), so S summed over g is the ungrouped replicate sum up to
+    float rounding; the cost is that of one ungrouped pass, O(n_boot x n x k),
+    whatever the number of groups. Units are visited group by group in unit
+    order, in chunks that never straddle two groups; sums depend on neither
+    ``block`` nor ``threads``. Returns (S of shape (n_boot, n_groups, k), weight
+    totals of shape (n_boot,)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    codes = np.asarray(codes, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))]).astype(np.int64)
+    return poisson_segment_sums(x[order], order, bounds, 0, n_boot, root, block=block, threads=threads)
+
+
+def poisson_segment_sums(
+    xs: np.ndarray,
+    units: np.ndarray,
+    bounds: np.ndarray,
+    b0: int,
+    b1: int,
+    root: int,
+    *,
+    block: int = REPLICATE_BLOCK,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums per segment for replicates b0..b1-1: S[b - b0, s, j] = sum over the rows r of
+    segment s (rows bounds[s]..bounds[s+1]-1 of ``xs``) of w_b(units[r]) * xs[r, j].
+
+    ``units[r]`` is the unit whose weight row r takes (the weights of
+    :func:`poisson_sums`); rows may be any subset of the units, in any order.
+    Returns (S, totals of the weights of the rows' units per replicate).
+    """
+    xs_t = np.ascontiguousarray(np.asarray(xs, dtype=np.float64).T)
+    k, n = xs_t.shape
+    idx = np.ascontiguousarray(units, dtype=np.int64)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    n_seg = len(bounds) - 1
+    plan = []
+    for g in range(n_seg):
+        for lo in range(int(bounds[g]), int(bounds[g + 1]), UNIT_CHUNK):
+            plan.append((lo, min(lo + UNIT_CHUNK, int(bounds[g + 1])), g))
+    plan_arr = np.array(plan, dtype=np.int64).reshape(-1, 3)
+    m = b1 - b0
+    padded = -(-m // GROUP) * GROUP
+    block = -(-block // GROUP) * GROUP
+    out = np.zeros((padded, n_seg, k))
+    wsum = np.zeros(padded)
+    t = _thresholds()
+    starts, gammas = _streams(np.uint64(root), int(b0), int(b0) + padded)
+    blocks = [(lo, min(lo + block, padded)) for lo in range(0, padded, block)]
+    if threads is None:
+        threads = default_threads() if padded * n >= MIN_THREADED_CELLS else 1
+
+    def run(span: tuple[int, int]) -> None:
+        _group_sums_block(xs_t, idx, plan_arr, starts, gammas, t, span[0], span[1], out, wsum)
+
+    if threads <= 1 or len(blocks) <= 1:
+        for span in blocks:
+            run(span)
+    else:  # the kernel releases the GIL; each block writes only its own rows
+        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
+            list(pool.map(run, blocks))
+    return out[:m], wsum[:m]
+
+
 def poisson_sums_csr(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -357,9 +786,89 @@ def poisson_sums_csr(
     return out, wsum
 
 
+def poisson_sums_csc(
+    colptr: np.ndarray,
+    rows: np.ndarray,
+    data: np.ndarray,
+    n_units: int,
+    b0: int,
+    b1: int,
+    root: int,
+    *,
+    runs: bool = False,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate sums of a sparse statistics matrix given by columns (CSC: units x columns).
+
+    The same weights as :func:`poisson_sums`. Replicates run in blocks of
+    ``LANES``: a block first writes the weights of all units into a
+    (units x LANES) byte matrix, one cache line per unit, then sums each column
+    over its entries for all lanes at once, loading one cache line per entry
+    (requested ``PREFETCH`` entries ahead). The CSR kernel instead streams the
+    whole matrix once per replicate and scatters into a row as wide as the
+    matrix, which thrashes the cache when there are many columns.
+
+    ``runs=False``: with row indices sorted within each column, the sums are
+    those of :func:`poisson_sums_csr`, bit for bit (the same products, added in
+    the same order). ``runs=True``: the entries of a column are summed by runs
+    of equal values (store a column value by value to make them long): integer
+    weight sums, one multiplication per run; the same sums up to float rounding.
+
+    Blocks run on ``threads`` threads, each with its own n_units x LANES bytes;
+    the sums do not depend on the split. Returns (sums of shape
+    (b1 - b0, n_columns), weight totals).
+    """
+    colptr = np.ascontiguousarray(colptr, dtype=np.int64)
+    rows = np.ascontiguousarray(rows, dtype=np.int32 if rows.dtype == np.int32 else np.int64)
+    data = np.ascontiguousarray(data, dtype=np.float64)
+    n = int(n_units)
+    nb_ = b1 - b0
+    out = np.zeros((nb_, len(colptr) - 1))
+    wsum = np.zeros(nb_)
+    t = _thresholds()
+    starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
+    blocks = [(lo, min(lo + LANES, nb_)) for lo in range(0, nb_, LANES)]
+    if threads is None:
+        threads = default_threads() if nb_ * (n + len(data)) >= MIN_THREADED_CELLS else 1
+    threads = max(1, min(threads, len(blocks)))
+    def run(k: int) -> None:
+        lanes = np.empty((n, LINE), dtype=np.uint8)
+        for lo, hi in blocks[k::threads]:
+            part = wsum[lo:hi].copy()
+            if _lane_weights(starts[lo:hi], gammas[lo:hi], t, True, lanes, part):
+                wsum[lo:hi] = part
+                _csc_gather(lanes, True, colptr, rows, data, runs, out[lo:hi])
+                continue
+            for a in range(lo, hi, LINE):  # a weight above 15 (about once in 10^14 draws): bytes
+                b = min(a + LINE, hi)
+                _lane_weights(starts[a:b], gammas[a:b], t, False, lanes, wsum[a:b])
+                _csc_gather(lanes, False, colptr, rows, data, runs, out[a:b])
+
+    if threads <= 1:
+        run(0)
+    else:  # the kernels release the GIL; each thread writes only its own rows
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(run, range(threads)))
+    return out, wsum
+
+
 def poisson_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:
     """The weights of replicates b0..b1-1 for units 0..n-1, shape (b1 - b0, n), uint8."""
     starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
     out = np.empty((b1 - b0, n), dtype=np.uint8)
-    _weights_block(starts, gammas, _thresholds(), int(n), out)
+    t = _thresholds()
+    m = b1 - b0
+    threads = default_threads() if m * n >= MIN_THREADED_CELLS else 1
+    spans = np.linspace(0, m, min(threads, max(m, 1)) + 1).astype(np.int64)
+
+    def run(k: int) -> None:
+        lo, hi = int(spans[k]), int(spans[k + 1])
+        if hi > lo:
+            _weights_block(starts[lo:hi], gammas[lo:hi], t, int(n), out[lo:hi])
+
+    if len(spans) <= 2:
+        run(0)
+    else:  # the kernel releases the GIL; each thread writes only its own rows
+        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
+            list(pool.map(run, range(len(spans) - 1)))
     return out

@@ -41,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "bootstrap_means", "bootstrap_replicates", "percentile_interval", "replicate_weights"]
+__all__ = ["BootstrapResult", "ColumnRuns", "bootstrap_means", "bootstrap_replicates", "percentile_interval", "replicate_weights"]
 
 Method = Literal["auto", "multinomial", "poisson", "poisson-fused"]
 METHODS = ("auto", "multinomial", "poisson", "poisson-fused")
@@ -272,10 +272,10 @@ def _replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed: int 
             if sparse:
                 wf = w.astype(np.float64)
                 shared: dict[int, np.ndarray] = {}  # one product per distinct sparse matrix
-                for j in sparse:  # scipy.sparse
+                for j in sparse:  # scipy.sparse, or ColumnRuns (as scipy)
                     key = first[id(stats[j].stats)]
                     if key not in shared:
-                        shared[key] = np.asarray((stats[j].stats.T @ wf.T).T)
+                        shared[key] = np.asarray((_scipy(stats[j].stats).T @ wf.T).T)
                     out[row : row + b, j] = stats[j].finish(shared[key])
                 del wf, shared
         row += b
@@ -329,7 +329,8 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
     for c, col in enumerate(distinct):
         xt[c] = col
     del distinct
-    sums, wsum = poisson_sums(xt, n_boot, root)
+    if owners:
+        sums, wsum = poisson_sums(xt, n_boot, root)
     _FUSED_WARM = True
     del xt
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -338,34 +339,113 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
             for jj in dense:
                 if first[id(stats[jj].stats)] == j:
                     out[:, jj] = stats[jj].finish(own)
-        # scipy.sparse statistics: the compiled CSR kernel, the same weights, products shared by identity
-        from receval.stats._bootstrap_kernel import poisson_sums_csr
+        # sparse statistics (scipy.sparse, ColumnRuns): the compiled CSC kernel, the same weights,
+        # products shared by identity
+        from receval.stats._bootstrap_kernel import LANES, default_threads, poisson_sums_csc
 
         for j in sparse:
             if first[id(stats[j].stats)] != j:
                 continue
-            csr = stats[j].stats.tocsr()
-            m = csr.shape[1]
-            block = max(1, min(n_boot, _BLOCK_CELLS // max(m, 1)))  # bounds the (replicates x columns) output
+            mat = stats[j].stats
+            if isinstance(mat, ColumnRuns):
+                colptr, rows, data, runs = mat.colptr, mat.rows, mat.data, True
+            else:  # sorted row indices: the CSR kernel's sums, bit for bit
+                csc = mat.tocsc()
+                csc.sort_indices()
+                colptr, rows, data, runs = csc.indptr, csc.indices, csc.data, False
+            m = mat.shape[1]
+            # replicates per call: a block of LANES per thread, more when the columns are few, the
+            # (replicates x columns) output bounded by 4 * _BLOCK_CELLS; whole blocks of LANES
+            cap = max(LANES, 4 * _BLOCK_CELLS // max(m, 1) // LANES * LANES)
+            block = max(1, min(n_boot, max(LANES * default_threads(), _BLOCK_CELLS // max(m, 1)), cap))
             for b0 in range(0, n_boot, block):
                 b1 = min(b0 + block, n_boot)
-                part, _ = poisson_sums_csr(csr.indptr, csr.indices, csr.data, m, b0, b1, root)
+                part, _ = poisson_sums_csc(colptr, rows, data, n, b0, b1, root, runs=runs)
                 for jj in sparse:
                     if first[id(stats[jj].stats)] == j:
                         out[b0:b1, jj] = stats[jj].finish(part)
     return out
 
 
+class ColumnRuns:
+    """Sparse statistics (units x columns) stored column by column, for the fused kernel.
+
+    Column c holds the entries colptr[c]..colptr[c+1]-1: unit ``rows[p]`` has
+    value ``data[p]`` (a unit listed twice in a column has the sum of its
+    values). Store each column value by value, in runs of equal values: the
+    fused scheme (:func:`receval.stats._bootstrap_kernel.poisson_sums_csc` with
+    ``runs=True``) adds a run's integer weights exactly and multiplies once, so
+    a column of few distinct values costs one integer addition per entry and
+    replicate. The other schemes read it as a scipy matrix (:meth:`tocsr`).
+    """
+
+    def __init__(self, colptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n_units: int,
+                 column_sums: np.ndarray | None = None):
+        self.colptr = np.ascontiguousarray(colptr, dtype=np.int64)
+        self.rows = np.ascontiguousarray(rows, dtype=np.int32 if n_units < 2**31 else np.int64)
+        self.data = np.ascontiguousarray(data, dtype=np.float64)
+        self.shape = (int(n_units), len(self.colptr) - 1)
+        self._sums = None if column_sums is None else np.asarray(column_sums, dtype=np.float64).reshape(1, -1)
+
+    def columns(self) -> np.ndarray:
+        """The column of each entry."""
+        return np.repeat(np.arange(self.shape[1], dtype=np.int64), np.diff(self.colptr))
+
+    def sum(self, axis: int = 0) -> np.ndarray:
+        """Column sums, shape (1, columns) (``axis=0`` only)."""
+        if axis != 0:
+            raise ValueError("ColumnRuns.sum: axis=0 only")
+        if self._sums is None:  # the caller may know them (e.g. summed before the entries were reordered)
+            self._sums = np.bincount(self.columns(), weights=self.data, minlength=self.shape[1]).reshape(1, -1)
+        return self._sums
+
+    def tocsr(self) -> object:
+        import scipy.sparse as sp
+
+        mat = sp.csr_matrix((self.data, (self.rows, self.columns())), shape=self.shape)
+        mat.sum_duplicates()
+        return mat
+
+
+def _scipy(mat: object) -> object:
+    return mat.tocsr() if isinstance(mat, ColumnRuns) else mat
+
+
 def percentile_interval(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval per column, ignoring undefined (NaN) replicates."""
+    """Percentile interval per column, ignoring undefined (NaN) replicates.
+
+    numpy's default (linear) quantile of each column's non-NaN values, the same
+    arithmetic as ``np.quantile`` column by column, vectorised over columns in
+    slices (thousands of group statistics cost a few sorts).
+    """
     alpha = (1.0 - level) / 2.0
-    low = np.full(replicates.shape[1], np.nan)
-    high = np.full(replicates.shape[1], np.nan)
-    for j in range(replicates.shape[1]):
-        col = replicates[:, j]
-        col = col[~np.isnan(col)]
-        if len(col):
-            low[j], high[j] = np.quantile(col, [alpha, 1.0 - alpha])
+    reps = np.asarray(replicates, dtype=np.float64)
+    b, k = reps.shape
+    low = np.full(k, np.nan)
+    high = np.full(k, np.nan)
+    step = max(1, (1 << 22) // max(b, 1))
+    qs = np.array([alpha, 1.0 - alpha])
+    for c0 in range(0, k, step):
+        srt = np.sort(reps[:, c0 : c0 + step], axis=0)  # NaN last
+        valid = b - np.isnan(srt).sum(axis=0)
+        cols = np.flatnonzero(valid > 0)
+        if not len(cols):
+            continue
+        n = valid[cols]
+        for q, dest in zip(qs, (low, high), strict=True):
+            h = (n - 1) * q  # np.quantile's virtual index, its neighbours and weight
+            prev = np.floor(h)
+            nxt = prev + 1
+            top = h >= n - 1
+            prev = np.where(top, n - 1, prev).astype(np.intp)
+            nxt = np.where(top, n - 1, nxt).astype(np.intp)
+            t = h - np.where(top, -1.0, prev)
+            a = srt[prev, cols]
+            diff = srt[nxt, cols] - a
+            v = a + diff * t
+            upper = t >= 0.5
+            v[upper] = srt[nxt, cols][upper] - diff[upper] * (1 - t[upper])
+            dest[c0 + cols] = v
     return low, high
 
 
