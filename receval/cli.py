@@ -274,6 +274,28 @@ def _read_frame(path: str, what: str, mapping: dict[str, str]):
     return frame.rename(columns=rename)
 
 
+def _print_ope(output: str, names: list[str], results, settings: dict, footer: str) -> None:
+    """Off-policy estimates as JSON (estimates + settings) or a table followed by ``footer``."""
+    if output == "json":
+        from receval.counterfactual._estimators import _json
+
+        doc = {"estimates": {n: r.to_dict() for n, r in zip(names, results, strict=True)}, "settings": _json(settings)}
+        print(json.dumps(doc, indent=2, allow_nan=False))
+        return
+    from receval._markdown import table
+
+    rows = []
+    for r in results:
+        ess = r.diagnostics.get("ess_share")
+        rows.append([
+            r.name, r.value, f"[{r.ci_low:.6f}, {r.ci_high:.6f}]", r.n,
+            f"{100 * ess:.1f}" if ess is not None and ess == ess else "n/a",
+            "; ".join(r.warnings) or "-",
+        ])
+    print(table(["estimator", "value", "CI", "n", "ESS%", "warnings"], rows, digits=6), end="")
+    print(f"\n{footer}")
+
+
 def _cmd_ope(args: argparse.Namespace) -> int:
     from receval.counterfactual import (
         DM,
@@ -352,24 +374,8 @@ def _cmd_ope(args: argparse.Namespace) -> int:
         "context": context, "reward_model": data.model, "n_rows": data.n_rows, "n_requests": data.n_units,
         "support": data.support,
     }
-    if args.output == "json":
-        from receval.counterfactual._estimators import _json
-
-        doc = {"estimates": {n: r.to_dict() for n, r in zip(names, results, strict=True)}, "settings": _json(settings)}
-        print(json.dumps(doc, indent=2, allow_nan=False))
-    else:
-        from receval._markdown import table
-
-        rows = []
-        for r in results:
-            ess = r.diagnostics.get("ess_share")
-            rows.append([
-                r.name, r.value, f"[{r.ci_low:.6f}, {r.ci_high:.6f}]", r.n,
-                f"{100 * ess:.1f}" if ess is not None and ess == ess else "n/a",
-                "; ".join(r.warnings) or "-",
-            ])
-        print(table(["estimator", "value", "CI", "n", "ESS%", "warnings"], rows, digits=6), end="")
-        print(f"\n{args.level:.0%} intervals: {results[0].interval}; {data.n_rows} rows, {data.n_units} requests.")
+    _print_ope(args.output, names, results, settings,
+               f"{args.level:.0%} intervals: {results[0].interval}; {data.n_rows} rows, {data.n_units} requests.")
     return EXIT_OK
 
 
@@ -516,26 +522,10 @@ def _cmd_ope_slates(args: argparse.Namespace, names: list[str], reward_range) ->
         "varying_length": data.length is not None,
         "min_slots": int(lengths.min()) if len(lengths) else None,
     }
-    if args.output == "json":
-        from receval.counterfactual._estimators import _json
-
-        doc = {"estimates": {n: r.to_dict() for n, r in zip(names, results, strict=True)}, "settings": _json(settings)}
-        print(json.dumps(doc, indent=2, allow_nan=False))
-    else:
-        from receval._markdown import table
-
-        rows = []
-        for r in results:
-            ess = r.diagnostics.get("ess_share")
-            rows.append([
-                r.name, r.value, f"[{r.ci_low:.6f}, {r.ci_high:.6f}]", r.n,
-                f"{100 * ess:.1f}" if ess is not None and ess == ess else "n/a",
-                "; ".join(r.warnings) or "-",
-            ])
-        print(table(["estimator", "value", "CI", "n", "ESS%", "warnings"], rows, digits=6), end="")
-        shape = f"{settings['min_slots']}-{data.n_slots}" if data.length is not None else f"{data.n_slots}"
-        print(f"\n{args.level:.0%} intervals: {results[0].interval}; {settings['n_rows']} rows, "
-              f"{data.n_slates} slates of {shape} slots; values are expected slate rewards.")
+    shape = f"{settings['min_slots']}-{data.n_slots}" if data.length is not None else f"{data.n_slots}"
+    _print_ope(args.output, names, results, settings,
+               f"{args.level:.0%} intervals: {results[0].interval}; {settings['n_rows']} rows, "
+               f"{data.n_slates} slates of {shape} slots; values are expected slate rewards.")
     return EXIT_OK
 
 
