@@ -43,23 +43,10 @@ def _num(x: Any) -> float | None:
 
 
 def _clean(x: Any) -> Any:
-    """JSON-safe, deterministic: numpy scalars to Python, non-finite floats to None, tuples to lists."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_clean(v) for v in x.tolist()]
-    if isinstance(x, bool | np.bool_):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        v = float(x)
-        return v if math.isfinite(v) else None
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    """JSON-safe, deterministic: numpy values to Python, non-finite floats to None (the evaluation's rule)."""
+    from receval.evaluation import _json_safe
+
+    return _json_safe(x)
 
 
 class SectionError(ReceValError):
