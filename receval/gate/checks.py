@@ -39,7 +39,7 @@ def _need(sections: dict[str, Any], key: str) -> Any:
     sec = sections.get(key)
     if sec is None:
         raise _GateError(f"needs the '{key}' section, which the config does not compute "
-                         f"(add [{key.replace('audits.', 'audits.')}] to the config)")
+                         f"(add [{key}] to the config)")
     if isinstance(sec, Exception):
         raise _GateError(f"the '{key}' section could not be computed: {sec}")
     return sec
