@@ -151,9 +151,13 @@ class Estimator:
 
 
 def _unit_sums(d: LoggedFeedback, cols: list[np.ndarray]) -> np.ndarray:
-    if d.n_units == d.n_rows and np.array_equal(d.unit, np.arange(d.n_rows)):
-        return np.column_stack(cols)
-    return np.column_stack([np.bincount(d.unit, weights=c, minlength=d.n_units) for c in cols])
+    # column-major: every consumer (totals, the bootstrap's distinct-column scan and its
+    # transposed copy) reads whole columns, which are then contiguous
+    one_row_per_unit = d.n_units == d.n_rows and np.array_equal(d.unit, np.arange(d.n_rows))
+    S = np.empty((d.n_units, len(cols)), order="F")
+    for j, c in enumerate(cols):
+        S[:, j] = c if one_row_per_unit else np.bincount(d.unit, weights=c, minlength=d.n_units)
+    return S
 
 
 class _Shared:
