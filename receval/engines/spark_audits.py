@@ -1,0 +1,414 @@
+"""The audits on Spark: the reduce step runs on the executors, the statistics on the driver.
+
+What runs where (docs/scale.md, "Audits on Spark"):
+
+* ``disparity_audit`` / ``calibration_audit``: the per-request metric values
+  and calibration statistics come from the Spark engine of
+  :func:`receval.evaluate` (:func:`receval.engines.spark.score_spark`: the
+  same contract checks before any job, the same numpy kernel in
+  ``mapInArrow``); only per-request rows reach the driver. The attribute and
+  ``users`` tables are per user / request: their used columns are collected
+  (:func:`unit_inputs`). From there on the audit is the local code.
+* ``popularity_bias_audit`` / ``safety_audit``: run and label rows are
+  checked on Spark (one aggregation job, the local audit's rules), unioned,
+  repartitioned by request and sorted within partitions; ``mapInArrow`` runs
+  the local audit's per-request code (``_ranked`` + ``_request_matrix``) on
+  request-complete chunks, with the item table (catalog / flags, one row per
+  item) shipped to the tasks. One row per request comes back (its matrix
+  row, its user); the group statistics and the bootstrap run on the driver
+  as locally.
+
+Everything not supported raises a :class:`~receval.errors.UsageError` before
+any job. pyspark is imported only inside these functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from receval.errors import InputError, UsageError, Violation
+
+__all__ = ["audit_engine", "unit_inputs", "SparkRun", "ranked_requests_spark"]
+
+
+def audit_engine(engine: str, *frames: Any, audit: str) -> str:
+    """``"polars"`` or ``"spark"`` for an audit (``"auto"``: Spark when any input is a Spark DataFrame)."""
+    from receval.engines import resolve_engine
+
+    resolved = resolve_engine(engine, *frames)
+    if resolved == "streaming":
+        raise UsageError(f"{audit} runs in memory (engine='polars') or on Spark (engine='spark'); "
+                         "the streaming engine serves receval.evaluate and receval.compare")
+    return resolved
+
+
+def _local(obj: Any, columns: Sequence[str], *, all_columns: bool = False):
+    """A per-unit table given as a Spark DataFrame: its ``columns`` (those present; every column when
+    ``all_columns`` or none is present) collected to the driver as polars. Other inputs pass through."""
+    import polars as pl
+
+    from receval.engines import is_spark_frame
+    from receval.engines.spark import _collect_arrow
+
+    if not is_spark_frame(obj):
+        return obj
+    keep = [c for c in obj.columns if c in columns]
+    if all_columns or not keep:
+        keep = list(obj.columns)
+    return pl.from_arrow(_collect_arrow(obj.select(*keep)))
+
+
+# ---------------------------------------------------------------------------
+# disparity_audit / calibration_audit
+# ---------------------------------------------------------------------------
+
+
+class SparkRun:
+    """A run on Spark as ``disparity._units`` sees it: column names, and a row count on demand."""
+
+    def __init__(self, df):
+        self.df = df
+        self.columns = list(df.columns)
+
+    @property
+    def height(self) -> int:  # error paths only
+        return int(self.df.count())
+
+
+def unit_inputs(run: Any, attributes: Any, users: Any, sensitive: Sequence[str]) -> tuple[SparkRun, Any, Any]:
+    """The run as a Spark DataFrame (a path is read by Spark) and the attribute / users tables collected.
+
+    Only the key columns and the sensitive attributes of ``attributes`` are
+    collected (every column when a key or an attribute is missing, so that the
+    error lists them as locally).
+    """
+    from receval.engines.spark import _session, to_spark
+
+    spark = _session(run, attributes, users)
+    df = to_spark(spark, run, kind="run", format="auto", name="run")
+    if attributes is not None:
+        from receval.engines import is_spark_frame
+
+        if is_spark_frame(attributes):
+            cols = set(attributes.columns)
+            incomplete = not ({"request_id", "user_id"} & cols) or any(
+                c not in cols and c not in df.columns for c in sensitive)
+            attributes = _local(attributes, ["request_id", "user_id", *sensitive], all_columns=incomplete)
+    users = _local(users, ["request_id", "user_id"])
+    return SparkRun(df), attributes, users
+
+
+# ---------------------------------------------------------------------------
+# popularity_bias_audit / safety_audit: per-request rows computed on Spark
+# ---------------------------------------------------------------------------
+
+_SIDE_RUN, _SIDE_LABELS = 0, 1
+KIND_REQUEST, KIND_ERROR, KIND_UNKNOWN_ITEM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class RequestKernel:
+    """What a task computes per request-complete chunk (picklable).
+
+    ``audit``: ``"popularity"`` or ``"safety"``; ``items``: the item table as
+    Arrow IPC bytes (catalog with ``__pop``, ``__tail`` / flags with
+    ``__flag``); ``width``: columns of the per-request matrix; ``options``:
+    the audit's per-request settings (k, negative_label, ...).
+    """
+
+    audit: str
+    items: bytes
+    width: int
+    k: int | None
+    has_user: bool
+    has_labels: bool
+    options: tuple = ()
+
+
+def _ipc(frame) -> bytes:
+    import pyarrow as pa
+
+    table = frame.to_arrow()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes):
+    import polars as pl
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
+
+
+def _error_payload(err: InputError) -> str:
+    return json.dumps({"frame": err.frame, "violations": [
+        [v.column, v.rule, int(v.n_rows), list(v.examples), v.hint] for v in err.violations]})
+
+
+def _chunk_rows(table, kernel: RequestKernel):
+    """Per-request rows of one request-complete chunk (a polars frame with the output columns)."""
+    import polars as pl
+
+    from receval.audits.popularity import _ranked
+
+    df = pl.from_arrow(table)
+    side = df["__side"]
+    run = df.filter(side == _SIDE_RUN).drop("__side", "label")
+    if not kernel.has_user:
+        run = run.drop("user_id")
+    lab = df.filter(side == _SIDE_LABELS).select("request_id", "item_id", "label") if kernel.has_labels else None
+    items = _from_ipc(kernel.items)
+    try:
+        if lab is not None:
+            from receval.audits.exposure import _labels_frame
+
+            lab = _labels_frame(lab)  # duplicate (request, item) judgements: counted per request, summed on the driver
+        if run.height == 0:
+            return None
+        frame, requests = _ranked(run, kernel.k)
+        if kernel.audit == "popularity":
+            from receval.audits.popularity import _request_matrix
+
+            frame, missing = _join_items(frame, items, "__pop", "__tail")
+            if missing is not None:
+                return missing
+            n_head, n_tail = kernel.options
+            mat, _, _ = _request_matrix(frame, requests, items, lab, n_head=n_head, n_tail=n_tail)
+        else:
+            from receval.audits.safety import _request_matrix
+
+            frame, missing = _join_items(frame, items, "__flag")
+            if missing is not None:
+                return missing
+            (negative_label,) = kernel.options
+            mat, _ = _request_matrix(frame, requests, lab, negative_label)
+    except InputError as err:
+        return pl.DataFrame({"__kind": [KIND_ERROR], "__error": [_error_payload(err)]})
+    out = requests.select("request_id", *(["user_id"] if kernel.has_user else []))
+    out = out.with_columns(__kind=pl.lit(KIND_REQUEST, dtype=pl.Int8),
+                           __rank=pl.Series(np.zeros(requests.height, dtype=np.int64)))
+    return out.with_columns([pl.Series(f"m{j}", mat[:, j]) for j in range(kernel.width)])
+
+
+def _join_items(frame, items, *columns: str):
+    """The ranked rows with the item table's columns; or the rows of items missing from it
+    (one per distinct item: its first request and rank, and how many slots it fills)."""
+    import polars as pl
+
+    from receval.audits._rank import item_positions
+
+    pos = item_positions(frame["item_id"], items["item_id"])
+    if (pos < 0).any():
+        miss = frame.filter(pl.Series(pos < 0)).with_columns(pl.col("item_id").cast(pl.String).alias("__item"))
+        miss = miss.group_by("__item", maintain_order=True).agg(
+            pl.col("request_id").first(), pl.col("rank").first().alias("__rank"), pl.len().cast(pl.Int64).alias("__n"))
+        return frame, miss.with_columns(__kind=pl.lit(KIND_UNKNOWN_ITEM, dtype=pl.Int8))
+    return frame.with_columns([items[c].gather(pos) for c in columns]), None
+
+
+def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_rows: int) -> Iterator:
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def emit(table):
+        out = _chunk_rows(table, kernel)
+        if out is None or out.height == 0:
+            return
+        cols = []
+        for f in arrow_schema:
+            if f.name in out.columns:
+                cols.append(out[f.name].to_arrow().cast(f.type))
+            else:
+                cols.append(pa.nulls(out.height, f.type))
+        yield from pa.Table.from_arrays(cols, schema=arrow_schema).to_batches()
+
+    del pl
+    pending: list = []
+    n_pending = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        n_pending += batch.num_rows
+        if n_pending < chunk_rows:
+            continue
+        table = pa.Table.from_batches(pending)
+        ids = table.column("request_id")
+        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) request
+        if cut > 0:
+            yield from emit(table.slice(0, cut))
+            rest = table.slice(cut)
+            pending, n_pending = rest.to_batches(), rest.num_rows
+    if n_pending:
+        yield from emit(pa.Table.from_batches(pending))
+
+
+# ---- input checks on Spark (the local audit's rules, one aggregation job)
+
+
+def _audit_frame(obj: Any, spark, *, name: str, required: Sequence[str], optional: Sequence[str], hint: str):
+    """A run / labels input on Spark with its columns checked (the local ``_require``), from the schema."""
+    from receval.engines.spark import to_spark
+
+    df = to_spark(spark, obj, kind=name, format="auto", name=name)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        n = int(df.count())
+        raise InputError(name, [Violation(c, "required column is missing", n, (), hint) for c in missing])
+    return df.select(*[c for c in (*required, *optional) if c in df.columns])
+
+
+def _numeric(df, column: str) -> tuple[bool, str]:
+    from receval.engines.spark import column_type
+
+    t = column_type(df.schema[column].dataType)
+    return t.kind in ("int", "numeric"), t.name
+
+
+def _check_values(run, labels) -> None:
+    """Nulls, numeric and finite scores / labels: the local ``_run_frame`` / ``_labels_frame`` rules, one job."""
+    from pyspark.sql import functions as F
+
+    aggs, rules = [], []
+
+    def add(frame: str, df, column: str, rule: str, cond):
+        aggs.append(df.agg(F.count(F.when(cond, 1)).alias(f"a{len(rules)}"), F.count(F.lit(1)).alias(f"n{len(rules)}")))
+        rules.append((frame, column, rule))
+
+    numeric = {}
+    for frame, df, cols, value in (("run", run, ("request_id", "item_id", "score"), "score"),
+                                   ("labels", labels, ("request_id", "item_id", "label"), "label")):
+        if df is None:
+            continue
+        for c in cols:
+            add(frame, df, c, "must not be null", F.col(c).isNull())
+        ok, dtype = _numeric(df, value)
+        numeric[frame] = (ok, dtype)
+        if ok:
+            v = F.col(value).cast("double")
+            add(frame, df, value, "must be finite", v.isNotNull() & (F.isnan(v) | (F.abs(v) == float("inf"))))
+    from functools import reduce
+
+    row = reduce(lambda a, b: a.crossJoin(b), aggs).collect()[0]
+    errors: dict[str, list[Violation]] = {}
+    for j, (frame, column, rule) in enumerate(rules):
+        n = int(row[f"a{j}"])
+        if rule == "must be finite" and frame in numeric:
+            pass
+        if n:
+            errors.setdefault(frame, []).append(Violation(column, rule, n))
+        if rule == "must not be null" and column in ("score", "label"):
+            ok, dtype = numeric[frame]
+            if not ok:
+                errors.setdefault(frame, []).append(Violation(column, "must be numeric", int(row[f"n{j}"]), (f"dtype {dtype}",)))
+    for frame in ("run", "labels"):
+        if frame in errors:
+            raise InputError(frame, errors[frame])
+
+
+def _raise_kernel_errors(rows, table_name: str) -> None:
+    """The InputError of the first failing chunk (in request order); items missing from the item table
+    summed over chunks, as the local audit reports them."""
+    import polars as pl
+
+    from receval.audits.popularity import _unknown
+
+    errors = rows.filter(pl.col("__kind") == KIND_ERROR)
+    if errors.height:
+        merged: dict[tuple, list] = {}
+        frame = None
+        for payload in errors["__error"].to_list():
+            e = json.loads(payload)
+            frame = frame or e["frame"]
+            if e["frame"] != frame:
+                continue
+            for col, rule, n, ex, hint in e["violations"]:
+                m = merged.setdefault((col, rule), [0, [], hint])
+                m[0] += n
+                m[1].extend(ex)
+        raise InputError(frame, [Violation(c, r, n, tuple(ex[:5]), h) for (c, r), (n, ex, h) in merged.items()])
+    unknown = rows.filter(pl.col("__kind") == KIND_UNKNOWN_ITEM)
+    if unknown.height:
+        first = unknown.sort("request_id", "__rank").unique("__item", keep="first", maintain_order=True)
+        items = pl.Series("item_id", first["__item"].to_list())
+        total = int(unknown["__n"].sum())
+        err = _unknown(items, "run", table_name)
+        v = err.violations[0]
+        raise InputError(err.frame, [Violation(v.column, v.rule, total, v.examples, v.hint)])
+
+
+def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *, table_name: str,
+                          item_columns: Sequence[str], chunk_rows: int | None = None):
+    """Per-request rows of ``kernel`` on Spark: a polars frame (request_id[, user_id], m0..m{width-1})
+    sorted by request_id, the order of the local audit's requests."""
+    import polars as pl
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from receval.engines.spark import CHUNK_ROWS, _collect_arrow, _quiet_pandas_check, _session
+
+    spark = _session(run, labels)
+    run_df = _audit_frame(run, spark, name="run", required=("request_id", "item_id", "score"), optional=("user_id",),
+                          hint="a run has request_id, item_id, score")
+    lab_df = None
+    if labels is not None:
+        lab_df = _audit_frame(labels, spark, name="labels", required=("request_id", "item_id", "label"), optional=(),
+                              hint="labels have request_id, item_id, label")
+    _check_values(run_df, lab_df)
+    has_user = "user_id" in run_df.columns
+    kernel = RequestKernel(kernel.audit, _ipc(items.select("item_id", *item_columns)), kernel.width, kernel.k,
+                           has_user, lab_df is not None, kernel.options)
+
+    # one id type on both sides (text when they differ, as the local joins)
+    fields = {f.name: f.dataType for f in run_df.schema.fields}
+    if lab_df is not None:
+        lf = {f.name: f.dataType for f in lab_df.schema.fields}
+        for c in ("request_id", "item_id"):
+            if fields[c] != lf[c]:
+                run_df = run_df.withColumn(c, F.col(c).cast("string"))
+                lab_df = lab_df.withColumn(c, F.col(c).cast("string"))
+        fields = {f.name: f.dataType for f in run_df.schema.fields}
+    run_u = run_df.select("request_id", "item_id", F.col("score").cast("double").alias("score"),
+                          (F.col("user_id") if has_user else F.lit(None).cast("string").alias("user_id")),
+                          F.lit(_SIDE_RUN).cast("tinyint").alias("__side"), F.lit(None).cast("double").alias("label"))
+    union = run_u
+    if lab_df is not None:
+        utype = run_u.schema["user_id"].dataType
+        union = run_u.unionByName(lab_df.select(
+            "request_id", "item_id", F.lit(None).cast("double").alias("score"), F.lit(None).cast(utype).alias("user_id"),
+            F.lit(_SIDE_LABELS).cast("tinyint").alias("__side"), F.col("label").cast("double").alias("label")))
+    union = union.repartition("request_id").sortWithinPartitions("request_id")
+    out_fields = [
+        T.StructField("request_id", fields["request_id"], True),
+        T.StructField("user_id", run_u.schema["user_id"].dataType, True),
+        T.StructField("__kind", T.ByteType(), True),
+        T.StructField("__item", T.StringType(), True),
+        T.StructField("__rank", T.LongType(), True),
+        T.StructField("__n", T.LongType(), True),
+        T.StructField("__error", T.StringType(), True),
+        *[T.StructField(f"m{j}", T.DoubleType(), True) for j in range(kernel.width)],
+    ]
+    schema = T.StructType(out_fields)
+    arrow_schema = to_arrow_schema(schema)
+    rows_per_chunk = int(chunk_rows or CHUNK_ROWS)
+
+    def fn(batches):
+        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk)
+
+    with _quiet_pandas_check():
+        out = union.mapInArrow(fn, schema)
+    rows = pl.from_arrow(_collect_arrow(out))
+    _raise_kernel_errors(rows, table_name)
+    rows = rows.filter(pl.col("__kind") == KIND_REQUEST).sort("request_id")
+    if rows.height == 0:
+        raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
+    return rows.select("request_id", *(["user_id"] if has_user else []), *[f"m{j}" for j in range(kernel.width)])
