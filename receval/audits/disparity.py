@@ -1345,6 +1345,10 @@ def disparity_audit(
         ``"x & y"``).
     n_boot, level, seed : percentile bootstrap over units (0: no intervals).
     min_group_size : groups with fewer units are listed as suppressed (n only).
+    engine : ``"auto"`` (Spark when an input is a PySpark DataFrame), ``"polars"``
+        or ``"spark"`` (paths read by Spark): per-request values are computed
+        on Spark, the attribute tables and the statistics stay on the driver
+        (docs/scale.md).
 
     Returns
     -------
@@ -1461,8 +1465,8 @@ def calibration_audit(
     every group is binned alike). The run needs a ``prediction`` column in
     [0, 1]; a row is positive iff its label >= ``min_label``.
 
-    Parameters are as for :func:`disparity_audit` (intervals resample units:
-    users or requests); ``reliability=True`` adds each reported group's
+    Parameters are as for :func:`disparity_audit`, ``engine`` included (intervals
+    resample units: users or requests); ``reliability=True`` adds each reported group's
     reliability table (``CalibrationAudit.reliability``) for ``ece`` / ``mce``.
     Lower is better for every calibration metric, so the worst group has the
     largest value.

@@ -153,9 +153,14 @@ def _error_payload(err: InputError) -> str:
 
 
 def _chunk_rows(table, kernel: RequestKernel):
-    """Per-request rows of one request-complete chunk (a polars frame with the output columns)."""
+    """Per-request rows of one request-complete chunk (a polars frame with some of the output columns).
+
+    The checks run in the local audit's order: the run (``_ranked``: duplicates, one user per request),
+    the labels (duplicates), items missing from the item table (run, then relevant labels).
+    """
     import polars as pl
 
+    from receval.audits.exposure import _labels_frame
     from receval.audits.popularity import _ranked
 
     df = pl.from_arrow(table)
@@ -164,41 +169,66 @@ def _chunk_rows(table, kernel: RequestKernel):
     if not kernel.has_user:
         run = run.drop("user_id")
     lab = df.filter(side == _SIDE_LABELS).select("request_id", "item_id", "label") if kernel.has_labels else None
-    items = _from_ipc(kernel.items)
     try:
+        ranked = _ranked(run, kernel.k) if run.height else None
         if lab is not None:
-            from receval.audits.exposure import _labels_frame
-
-            lab = _labels_frame(lab)  # duplicate (request, item) judgements: counted per request, summed on the driver
-        if run.height == 0:
-            return None
-        frame, requests = _ranked(run, kernel.k)
-        if kernel.audit == "popularity":
-            from receval.audits.popularity import _request_matrix
-
-            frame, missing = _join_items(frame, items, "__pop", "__tail")
-            if missing is not None:
-                return missing
-            n_head, n_tail = kernel.options
-            mat, _, _ = _request_matrix(frame, requests, items, lab, n_head=n_head, n_tail=n_tail)
-        else:
-            from receval.audits.safety import _request_matrix
-
-            frame, missing = _join_items(frame, items, "__flag")
-            if missing is not None:
-                return missing
-            (negative_label,) = kernel.options
-            mat, _ = _request_matrix(frame, requests, lab, negative_label)
+            lab = _labels_frame(lab)  # nulls / finiteness were checked before the job; duplicates here
     except InputError as err:
-        return pl.DataFrame({"__kind": [KIND_ERROR], "__error": [_error_payload(err)]})
+        return pl.DataFrame({"__kind": [KIND_ERROR], "__error": [_error_payload(err)]},
+                            schema={"__kind": pl.Int8, "__error": pl.String})
+    if ranked is None:
+        return None
+    frame, requests = ranked
+    items = _from_ipc(kernel.items)
+    if kernel.audit == "popularity":
+        from receval.audits.popularity import _request_matrix
+
+        frame, missing = _join_items(frame, items, "run", "__pop", "__tail")
+        if missing is None and lab is not None:
+            missing = _unknown_relevant(lab, requests, items)
+        if missing is not None:
+            return missing
+        n_head, n_tail = kernel.options
+        mat, _, _ = _request_matrix(frame, requests, items, lab, n_head=n_head, n_tail=n_tail)
+    else:
+        from receval.audits.safety import _request_matrix
+
+        frame, missing = _join_items(frame, items, "run", "__flag")
+        if missing is not None:
+            return missing
+        (negative_label,) = kernel.options
+        mat, _ = _request_matrix(frame, requests, lab, negative_label)
     out = requests.select("request_id", *(["user_id"] if kernel.has_user else []))
-    out = out.with_columns(__kind=pl.lit(KIND_REQUEST, dtype=pl.Int8),
-                           __rank=pl.Series(np.zeros(requests.height, dtype=np.int64)))
+    out = out.with_columns(__kind=pl.lit(KIND_REQUEST, dtype=pl.Int8))
     return out.with_columns([pl.Series(f"m{j}", mat[:, j]) for j in range(kernel.width)])
 
 
-def _join_items(frame, items, *columns: str):
-    """The ranked rows with the item table's columns; or the rows of items missing from it
+def _unknown_relevant(lab, requests, items):
+    """Relevant labels (label > 0) of the chunk's ranked requests whose item is not in the catalog (the
+    local audit's check on PopREO's universe), as error rows; None when there is none."""
+    import polars as pl
+
+    from receval.audits._rank import item_positions
+
+    rel = lab.filter(pl.col("label") > 0).join(requests.select("request_id"), on="request_id", how="semi")
+    rel = rel.sort("request_id", "item_id").with_row_index("__rank")
+    pos = item_positions(rel["item_id"], items["item_id"])
+    if not (pos < 0).any():
+        return None
+    return _missing_rows(rel.filter(pl.Series(pos < 0)).with_columns(pl.col("__rank").cast(pl.Int64)), "labels")
+
+
+def _missing_rows(rows, frame: str):
+    import polars as pl
+
+    rows = rows.with_columns(pl.col("item_id").cast(pl.String).alias("__item"))
+    out = rows.group_by("__item", maintain_order=True).agg(
+        pl.col("request_id").first(), pl.col("__rank").first(), pl.len().cast(pl.Int64).alias("__n"))
+    return out.with_columns(__kind=pl.lit(KIND_UNKNOWN_ITEM, dtype=pl.Int8), __error=pl.lit(frame))
+
+
+def _join_items(frame, items, name: str, *columns: str):
+    """The ranked rows with the item table's columns; or error rows for items missing from it
     (one per distinct item: its first request and rank, and how many slots it fills)."""
     import polars as pl
 
@@ -206,15 +236,12 @@ def _join_items(frame, items, *columns: str):
 
     pos = item_positions(frame["item_id"], items["item_id"])
     if (pos < 0).any():
-        miss = frame.filter(pl.Series(pos < 0)).with_columns(pl.col("item_id").cast(pl.String).alias("__item"))
-        miss = miss.group_by("__item", maintain_order=True).agg(
-            pl.col("request_id").first(), pl.col("rank").first().alias("__rank"), pl.len().cast(pl.Int64).alias("__n"))
-        return frame, miss.with_columns(__kind=pl.lit(KIND_UNKNOWN_ITEM, dtype=pl.Int8))
+        return frame, _missing_rows(frame.filter(pl.Series(pos < 0)).rename({"rank": "__rank"}), name)
     return frame.with_columns([items[c].gather(pos) for c in columns]), None
 
 
 def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_rows: int) -> Iterator:
-    import polars as pl
+    """Inside a task: cut the sorted partition into request-complete chunks (as the evaluate kernel)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -230,7 +257,6 @@ def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_row
                 cols.append(pa.nulls(out.height, f.type))
         yield from pa.Table.from_arrays(cols, schema=arrow_schema).to_batches()
 
-    del pl
     pending: list = []
     n_pending = 0
     for batch in batches:
@@ -275,74 +301,87 @@ def _numeric(df, column: str) -> tuple[bool, str]:
 
 def _check_values(run, labels) -> None:
     """Nulls, numeric and finite scores / labels: the local ``_run_frame`` / ``_labels_frame`` rules, one job."""
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
     aggs, rules = [], []
-
-    def add(frame: str, df, column: str, rule: str, cond):
-        aggs.append(df.agg(F.count(F.when(cond, 1)).alias(f"a{len(rules)}"), F.count(F.lit(1)).alias(f"n{len(rules)}")))
-        rules.append((frame, column, rule))
-
-    numeric = {}
-    for frame, df, cols, value in (("run", run, ("request_id", "item_id", "score"), "score"),
-                                   ("labels", labels, ("request_id", "item_id", "label"), "label")):
+    for frame, df, value in (("run", run, "score"), ("labels", labels, "label")):
         if df is None:
             continue
-        for c in cols:
-            add(frame, df, c, "must not be null", F.col(c).isNull())
         ok, dtype = _numeric(df, value)
-        numeric[frame] = (ok, dtype)
+        exprs = [F.count(F.lit(1)).alias(f"n_{frame}")]
+        for c in ("request_id", "item_id", value):
+            exprs.append(F.count(F.when(F.col(c).isNull(), 1)).alias(f"a{len(rules)}"))
+            rules.append((frame, c, "must not be null"))
         if ok:
             v = F.col(value).cast("double")
-            add(frame, df, value, "must be finite", v.isNotNull() & (F.isnan(v) | (F.abs(v) == float("inf"))))
-    from functools import reduce
-
+            exprs.append(F.count(F.when(F.isnan(v) | (F.abs(v) == float("inf")), 1)).alias(f"a{len(rules)}"))
+            rules.append((frame, value, "must be finite"))
+        else:
+            rules.append((frame, value, f"must be numeric:{dtype}"))
+        aggs.append(df.agg(*exprs))
     row = reduce(lambda a, b: a.crossJoin(b), aggs).collect()[0]
     errors: dict[str, list[Violation]] = {}
     for j, (frame, column, rule) in enumerate(rules):
-        n = int(row[f"a{j}"])
-        if rule == "must be finite" and frame in numeric:
-            pass
-        if n:
+        if rule.startswith("must be numeric:"):
+            errors.setdefault(frame, []).append(Violation(column, "must be numeric", int(row[f"n_{frame}"]),
+                                                          (f"dtype {rule.split(':', 1)[1]}",)))
+        elif n := int(row[f"a{j}"]):
             errors.setdefault(frame, []).append(Violation(column, rule, n))
-        if rule == "must not be null" and column in ("score", "label"):
-            ok, dtype = numeric[frame]
-            if not ok:
-                errors.setdefault(frame, []).append(Violation(column, "must be numeric", int(row[f"n{j}"]), (f"dtype {dtype}",)))
     for frame in ("run", "labels"):
         if frame in errors:
             raise InputError(frame, errors[frame])
 
 
-def _raise_kernel_errors(rows, table_name: str) -> None:
-    """The InputError of the first failing chunk (in request order); items missing from the item table
-    summed over chunks, as the local audit reports them."""
+def _raise_kernel_errors(rows, table_name: str, types: dict) -> None:
+    """The errors found by the tasks, as the local audit raises them: run errors, then label errors
+    (counts summed over chunks), then items missing from the item table (run, then labels)."""
     import polars as pl
 
     from receval.audits.popularity import _unknown
 
     errors = rows.filter(pl.col("__kind") == KIND_ERROR)
-    if errors.height:
+    payloads = [json.loads(p) for p in errors["__error"].to_list()]
+    for frame in ("run", "labels"):
         merged: dict[tuple, list] = {}
-        frame = None
-        for payload in errors["__error"].to_list():
-            e = json.loads(payload)
-            frame = frame or e["frame"]
+        for e in payloads:
             if e["frame"] != frame:
                 continue
             for col, rule, n, ex, hint in e["violations"]:
                 m = merged.setdefault((col, rule), [0, [], hint])
                 m[0] += n
                 m[1].extend(ex)
-        raise InputError(frame, [Violation(c, r, n, tuple(ex[:5]), h) for (c, r), (n, ex, h) in merged.items()])
+        if merged:
+            raise InputError(frame, [Violation(c, r, n, tuple(ex[:5]), h) for (c, r), (n, ex, h) in merged.items()])
     unknown = rows.filter(pl.col("__kind") == KIND_UNKNOWN_ITEM)
-    if unknown.height:
-        first = unknown.sort("request_id", "__rank").unique("__item", keep="first", maintain_order=True)
-        items = pl.Series("item_id", first["__item"].to_list())
-        total = int(unknown["__n"].sum())
-        err = _unknown(items, "run", table_name)
+    for frame in ("run", "labels"):
+        found = unknown.filter(pl.col("__error") == frame)
+        if not found.height:
+            continue
+        found = found.with_columns(_typed(found["request_id"], types["request_id"]))
+        first = found.sort("request_id", "__rank").unique("__item", keep="first", maintain_order=True)
+        items = _typed(first["__item"].rename("item_id"), types[f"{frame}_item_id"])
+        err = _unknown(items, frame, table_name)
         v = err.violations[0]
-        raise InputError(err.frame, [Violation(v.column, v.rule, total, v.examples, v.hint)])
+        raise InputError(err.frame, [Violation(v.column, v.rule, int(found["__n"].sum()), v.examples, v.hint)])
+
+
+def _typed(series, dtype):
+    """Ids cast to text for the shuffle (run and labels disagreed) back to their own type (integers)."""
+    if dtype is not None and series.dtype != dtype:
+        return series.cast(dtype)
+    return series
+
+
+def _polars_int(dt):
+    """The polars integer type of a Spark integer type, else None."""
+    import polars as pl
+
+    from receval.engines.spark import column_type
+
+    t = column_type(dt)
+    return getattr(pl, t.name) if t.kind == "int" else None
 
 
 def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *, table_name: str,
@@ -354,31 +393,31 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
     from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from receval.engines.spark import CHUNK_ROWS, _collect_arrow, _quiet_pandas_check, _session
+    from receval.engines import spark as engine
 
-    spark = _session(run, labels)
+    spark = engine._session(run, labels)
     run_df = _audit_frame(run, spark, name="run", required=("request_id", "item_id", "score"), optional=("user_id",),
                           hint="a run has request_id, item_id, score")
     lab_df = None
     if labels is not None:
-        lab_df = _audit_frame(labels, spark, name="labels", required=("request_id", "item_id", "label"), optional=(),
-                              hint="labels have request_id, item_id, label")
+        lab_df = _audit_frame(labels, spark, name="labels", required=("request_id", "item_id", "label"),
+                              optional=(), hint="labels have request_id, item_id, label")
     _check_values(run_df, lab_df)
     has_user = "user_id" in run_df.columns
     kernel = RequestKernel(kernel.audit, _ipc(items.select("item_id", *item_columns)), kernel.width, kernel.k,
                            has_user, lab_df is not None, kernel.options)
 
-    # one id type on both sides (text when they differ, as the local joins)
-    fields = {f.name: f.dataType for f in run_df.schema.fields}
+    # one id type on both sides (text when they differ, as the local joins); cast back on the driver
+    types = {"request_id": _polars_int(run_df.schema["request_id"].dataType),
+             "run_item_id": _polars_int(run_df.schema["item_id"].dataType),
+             "labels_item_id": _polars_int(lab_df.schema["item_id"].dataType) if lab_df is not None else None}
     if lab_df is not None:
-        lf = {f.name: f.dataType for f in lab_df.schema.fields}
         for c in ("request_id", "item_id"):
-            if fields[c] != lf[c]:
+            if run_df.schema[c].dataType != lab_df.schema[c].dataType:
                 run_df = run_df.withColumn(c, F.col(c).cast("string"))
                 lab_df = lab_df.withColumn(c, F.col(c).cast("string"))
-        fields = {f.name: f.dataType for f in run_df.schema.fields}
-    run_u = run_df.select("request_id", "item_id", F.col("score").cast("double").alias("score"),
-                          (F.col("user_id") if has_user else F.lit(None).cast("string").alias("user_id")),
+    user = F.col("user_id") if has_user else F.lit(None).cast("string").alias("user_id")
+    run_u = run_df.select("request_id", "item_id", F.col("score").cast("double").alias("score"), user,
                           F.lit(_SIDE_RUN).cast("tinyint").alias("__side"), F.lit(None).cast("double").alias("label"))
     union = run_u
     if lab_df is not None:
@@ -387,8 +426,8 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
             "request_id", "item_id", F.lit(None).cast("double").alias("score"), F.lit(None).cast(utype).alias("user_id"),
             F.lit(_SIDE_LABELS).cast("tinyint").alias("__side"), F.col("label").cast("double").alias("label")))
     union = union.repartition("request_id").sortWithinPartitions("request_id")
-    out_fields = [
-        T.StructField("request_id", fields["request_id"], True),
+    schema = T.StructType([
+        T.StructField("request_id", run_u.schema["request_id"].dataType, True),
         T.StructField("user_id", run_u.schema["user_id"].dataType, True),
         T.StructField("__kind", T.ByteType(), True),
         T.StructField("__item", T.StringType(), True),
@@ -396,19 +435,122 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
         T.StructField("__n", T.LongType(), True),
         T.StructField("__error", T.StringType(), True),
         *[T.StructField(f"m{j}", T.DoubleType(), True) for j in range(kernel.width)],
-    ]
-    schema = T.StructType(out_fields)
+    ])
     arrow_schema = to_arrow_schema(schema)
-    rows_per_chunk = int(chunk_rows or CHUNK_ROWS)
+    rows_per_chunk = int(chunk_rows or engine.CHUNK_ROWS)
 
     def fn(batches):
         yield from _partition(batches, kernel, arrow_schema, rows_per_chunk)
 
-    with _quiet_pandas_check():
+    with engine._quiet_pandas_check():
         out = union.mapInArrow(fn, schema)
-    rows = pl.from_arrow(_collect_arrow(out))
-    _raise_kernel_errors(rows, table_name)
-    rows = rows.filter(pl.col("__kind") == KIND_REQUEST).sort("request_id")
+    rows = pl.from_arrow(engine._collect_arrow(out))
+    _raise_kernel_errors(rows, table_name, types)
+    rows = rows.filter(pl.col("__kind") == KIND_REQUEST)
+    rows = rows.with_columns(_typed(rows["request_id"], types["request_id"])).sort("request_id")
     if rows.height == 0:
         raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
     return rows.select("request_id", *(["user_id"] if has_user else []), *[f"m{j}" for j in range(kernel.width)])
+
+
+# ---------------------------------------------------------------------------
+# the driver side of popularity_bias_audit / safety_audit
+# ---------------------------------------------------------------------------
+
+
+def popularity_spark(run: Any, catalog: Any, *, k, popularity, tail_quantile, labels, user_groups, group_column,
+                     history, n_boot, level, seed, min_group_size):
+    """:func:`receval.audits.popularity.popularity_bias_audit` with the per-request reduce on Spark."""
+    import polars as pl
+
+    from receval.audits import popularity as P
+
+    if history is not None:
+        raise UsageError("popularity_bias_audit on Spark: history= (the popularity lift, per user) is not "
+                         "supported yet; run the lift on a local frame (e.g. df.toArrow()) or without history")
+    if isinstance(run, list | tuple):
+        raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
+    cat = P._catalog_popularity(_local(catalog, ["item_id", popularity]), popularity)
+    pop = cat["__pop"].to_numpy()
+    threshold = float(np.quantile(pop, float(tail_quantile)))
+    cat = cat.with_columns(__tail=pl.col("__pop") <= threshold)
+    n_tail = int(cat["__tail"].sum())
+    n_head = cat.height - n_tail
+    kernel = RequestKernel("popularity", b"", 12, k, False, False, (n_head, n_tail))
+    rows = ranked_requests_spark(run, labels, cat, kernel, table_name="catalog", item_columns=("__pop", "__tail"))
+    mat = np.ascontiguousarray(rows.select([f"m{j}" for j in range(12)]).to_numpy())  # the local layout: same sums
+    requests = rows.drop([f"m{j}" for j in range(12)])
+    finishes = P._finishes(labels is not None)
+    codes, names = P._user_group_codes(requests, _local(user_groups, ["request_id", "user_id", group_column or ""]),
+                                       group_column)
+    overall, groups, method = P._rows(mat, finishes, codes, names, min_group_size=min_group_size,
+                                      n_boot=n_boot, level=level, seed=seed, fold=("pop_rsp", "pop_reo"))
+    counts = {
+        "n_requests": requests.height,
+        "n_catalog_items": cat.height,
+        "n_head_items": n_head,
+        "n_tail_items": n_tail,
+        "tail_threshold": P._num(threshold),
+        "n_relevant": int(mat[:, 8].sum() + mat[:, 9].sum()),  # relevant labels of ranked requests, head + tail
+        "n_groups": len(names),
+        "n_groups_suppressed": sum(g.suppressed for g in groups),
+    }
+    return P.PopularityAudit(
+        overall=overall,
+        groups=groups,
+        settings={
+            "k": k,
+            "popularity": popularity,
+            "tail_quantile": float(tail_quantile),
+            "labels": labels is not None,
+            "group_column": group_column,
+            "history": False,
+            "exclude_history": False,
+            **P.interval_settings(min_group_size, n_boot, level, seed, method),
+        },
+        counts=counts,
+        lift=None,
+    )
+
+
+def safety_spark(run: Any, flags: Any, *, k, flag_column, user_groups, group_column, labels, negative_label,
+                 n_boot, level, seed, min_group_size):
+    """:func:`receval.audits.safety.safety_audit` with the per-request reduce on Spark."""
+    from receval.audits import safety as S
+    from receval.audits.popularity import _rows, _user_group_codes
+
+    if isinstance(run, list | tuple):
+        raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
+    table = S._flags_frame(_local(flags, ["item_id", flag_column]), flag_column)
+    kernel = RequestKernel("safety", b"", 8, k, False, False,
+                           (None if negative_label is None else float(negative_label),))
+    rows = ranked_requests_spark(run, labels, table, kernel, table_name="flags", item_columns=("__flag",))
+    mat = np.ascontiguousarray(rows.select([f"m{j}" for j in range(8)]).to_numpy())  # the local layout: same sums
+    requests = rows.drop([f"m{j}" for j in range(8)])
+    finishes = S._finishes(labels is not None)
+    codes, names = _user_group_codes(requests, _local(user_groups, ["request_id", "user_id", group_column or ""]),
+                                     group_column)
+    overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
+                                    n_boot=n_boot, level=level, seed=seed)
+    return S.SafetyAudit(
+        overall=overall,
+        groups=groups,
+        settings={
+            "k": k,
+            "flag_column": flag_column,
+            "labels": labels is not None,
+            "negative_label": None if negative_label is None else float(negative_label),
+            "group_column": group_column,
+            **S.interval_settings(min_group_size, n_boot, level, seed, method),
+        },
+        counts={
+            "n_requests": requests.height,
+            "n_slots": int(mat[:, 0].sum()),
+            "n_flagged_slots": int(mat[:, 1].sum()),
+            "n_flag_items": table.height,
+            "n_flagged_items": int(table["__flag"].sum()),
+            "n_negative_shown": int(mat[:, 6].sum() + mat[:, 7].sum()),  # negative shown items, flagged or not
+            "n_groups": len(names),
+            "n_groups_suppressed": sum(g.suppressed for g in groups),
+        },
+    )
