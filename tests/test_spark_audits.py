@@ -236,8 +236,10 @@ def test_what_does_not_run_on_spark_is_a_usage_error_before_any_job(monkeypatch)
     remote = sdf(run)
     with pytest.raises(UsageError, match="history"):
         popularity_bias_audit(remote, table, history=history)
-    with pytest.raises(UsageError, match="local frame"):
+    with pytest.raises(UsageError, match="exposure_audit does not run on Spark"):
         exposure_audit(remote, table.with_columns(provider=pl.lit("p")))
+    with pytest.raises(UsageError, match="exposure_audit does not run on Spark"):
+        exposure_audit(run, sdf(table.with_columns(provider=pl.lit("p"))))
     with pytest.raises(UsageError, match="not available on the Spark engine"):
         disparity_audit(remote, labels, ["coverage@10"], sensitive=["country"], unit="request")
     with pytest.raises(UsageError, match="streaming"):

@@ -33,7 +33,8 @@ import numpy as np
 
 from receval.errors import InputError, UsageError, Violation
 
-__all__ = ["audit_engine", "unit_inputs", "SparkRun", "ranked_requests_spark"]
+__all__ = ["audit_engine", "refuse_spark", "unit_inputs", "SparkRun", "ranked_requests_spark", "popularity_spark",
+           "safety_spark"]
 
 
 def audit_engine(engine: str, *frames: Any, audit: str) -> str:
@@ -45,6 +46,17 @@ def audit_engine(engine: str, *frames: Any, audit: str) -> str:
         raise UsageError(f"{audit} runs in memory (engine='polars') or on Spark (engine='spark'); "
                          "the streaming engine serves receval.evaluate and receval.compare")
     return resolved
+
+
+def refuse_spark(audit: str, *frames: Any, why: str) -> None:
+    """UsageError (before any job) for an audit without a Spark path, when an input is a Spark DataFrame."""
+    from receval.engines import is_spark_frame
+
+    if any(is_spark_frame(f) for f in frames if f is not None):
+        raise UsageError(
+            f"{audit} does not run on Spark ({why}); collect its inputs (df.toArrow()) or write Parquet "
+            "and audit locally. On Spark: disparity_audit, calibration_audit, popularity_bias_audit and "
+            "safety_audit (docs/scale.md)")
 
 
 def _local(obj: Any, columns: Sequence[str], *, all_columns: bool = False):
