@@ -20,6 +20,7 @@ from test_spark import sdf as _sdf
 
 from receval.audits.disparity import MISSING_GROUP, calibration_audit, disparity_audit
 from receval.audits.exposure import exposure_audit
+from receval.audits.miscalibration import miscalibration_audit
 from receval.audits.popularity import popularity_bias_audit
 from receval.audits.safety import safety_audit
 from receval.errors import InputError, UsageError
@@ -127,13 +128,19 @@ def test_popularity_and_safety_equal_local(id_type, monkeypatch):
     _assert_equal(local, remote)
 
 
-def test_paths_read_by_spark(tmp_path):
-    run, labels = make_data(23, "str", n_requests=25)
+def test_paths_read_by_spark_and_text_labels_for_integer_ids(tmp_path):
+    run, labels = make_data(23, "int", n_requests=25)
     run = run.filter(pl.col("score").is_finite())
     table = _item_tables(run, labels, 4)
     run.write_parquet(tmp_path / "run.parquet")
     local = safety_audit(run, table, k=None, n_boot=50)
     remote = safety_audit(str(tmp_path / "run.parquet"), table, k=None, n_boot=50, engine="spark")
+    _assert_equal(local, remote)
+    # labels with text ids (as TREC qrels): joined as text, requests still in integer order (as locally)
+    text = labels.with_columns(pl.col("request_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+    local = popularity_bias_audit(run, table, labels=text, n_boot=50, k=3)
+    remote = popularity_bias_audit(sdf(run), table, labels=sdf(text), n_boot=50, k=3)
+    assert local.counts["n_relevant"] > 0
     _assert_equal(local, remote)
 
 
@@ -242,5 +249,7 @@ def test_what_does_not_run_on_spark_is_a_usage_error_before_any_job(monkeypatch)
         exposure_audit(run, sdf(table.with_columns(provider=pl.lit("p"))))
     with pytest.raises(UsageError, match="not available on the Spark engine"):
         disparity_audit(remote, labels, ["coverage@10"], sensitive=["country"], unit="request")
+    with pytest.raises(UsageError, match="local frame"):
+        miscalibration_audit(remote, history, table.with_columns(genre=pl.lit("g")), category="genre")
     with pytest.raises(UsageError, match="streaming"):
         safety_audit(run, table, engine="streaming")
