@@ -144,6 +144,37 @@ def test_paths_read_by_spark_and_text_labels_for_integer_ids(tmp_path):
     _assert_equal(local, remote)
 
 
+def test_miscalibration_equal_local(monkeypatch):
+    from receval.engines import spark as engine
+
+    run, labels = make_data(25, "str")
+    run = run.filter(pl.col("score").is_finite())
+    rng = np.random.default_rng(7)
+    items = pl.concat([run["item_id"], labels["item_id"]]).unique().sort()
+    cats = [["x"], ["y"], ["x", "y"], ["z"], [], ["y", "z", "y"]]
+    catalog = pl.DataFrame({"item_id": items, "genre": [cats[i] for i in rng.integers(0, len(cats), len(items))]})
+    users = sorted(run["user_id"].unique().to_list())
+    # the history of most run users (two without one, one with zero weight), and of users not in the run;
+    # repeated pairs; ordered by user and item (see docs/scale.md: the order of a user's history rows)
+    hist = pl.DataFrame({"user_id": rng.choice(users[:-2] + ["v1", "v2"], 300).tolist(),
+                         "item_id": rng.choice(items.to_list(), 300).tolist(),
+                         "plays": np.round(rng.random(300) * 3, 1)})
+    hist = pl.concat([hist, pl.DataFrame({"user_id": [users[0]], "item_id": [items[0]], "plays": [0.0]})])
+    hist = hist.with_columns(plays=pl.when(pl.col("user_id") == users[0]).then(0.0).otherwise(pl.col("plays")))
+    hist = hist.sort("user_id", "item_id", "plays")
+    groups = _groups(run)
+    monkeypatch.setattr(engine, "CHUNK_ROWS", 60)
+    kw = dict(category="genre", k=6, history_weight="plays", position_weight="log", user_groups=groups,
+              group_column="g", n_boot=150, min_group_size=4)
+    local = miscalibration_audit(run, hist, catalog, **kw)
+    remote = miscalibration_audit(sdf(run, seed=8), sdf(hist, seed=9), catalog, **{**kw, "user_groups": sdf(groups)})
+    assert local.counts["n_users_no_history"] == 2 and local.counts["n_users_zero_history_weight"] == 1
+    assert local.counts["n_history_repeats"] > 0 and local.counts["n_history_users_not_in_run"] == 2
+    _assert_equal(local, remote)
+    kw = dict(category="genre", n_boot=100, min_group_size=2)
+    _assert_equal(miscalibration_audit(run, hist, catalog, **kw), miscalibration_audit(sdf(run), hist, catalog, **kw))
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -249,7 +280,48 @@ def test_what_does_not_run_on_spark_is_a_usage_error_before_any_job(monkeypatch)
         exposure_audit(run, sdf(table.with_columns(provider=pl.lit("p"))))
     with pytest.raises(UsageError, match="not available on the Spark engine"):
         disparity_audit(remote, labels, ["coverage@10"], sensitive=["country"], unit="request")
-    with pytest.raises(UsageError, match="local frame"):
-        miscalibration_audit(remote, history, table.with_columns(genre=pl.lit("g")), category="genre")
     with pytest.raises(UsageError, match="streaming"):
         safety_audit(run, table, engine="streaming")
+
+
+def _miscalibration_cases():
+    run, labels = make_data(61, "str", n_requests=14)
+    run = run.filter(pl.col("score").is_finite())
+    items = pl.concat([run["item_id"], labels["item_id"]]).unique().sort()
+    catalog = pl.DataFrame({"item_id": items, "genre": ["x", "y", "z"] * (len(items) // 3) + ["x"] * (len(items) % 3)})
+    hist = run.select("user_id", "item_id").unique().sort("user_id", "item_id").with_columns(plays=pl.lit(1.0))
+    row = pl.int_range(pl.len())
+    first = run["request_id"][0]
+    other = run.filter(pl.col("request_id") != first)["user_id"][0]
+    return catalog, {
+        "run-without-user-id": (run.drop("user_id"), hist),
+        "null-user": (run.with_columns(pl.when(pl.col("request_id") == first).then(None).otherwise(pl.col("user_id"))
+                                       .alias("user_id")), hist),
+        "two-users-in-a-request": (run.with_columns(pl.when((pl.col("request_id") == first) & (row == 0))
+                                                    .then(pl.lit(other)).otherwise(pl.col("user_id")).alias("user_id")), hist),
+        "history-without-item-id": (run, hist.drop("item_id")),
+        "text-weight": (run, hist.with_columns(pl.col("plays").cast(pl.String))),
+        "null-history-user": (run, hist.with_columns(pl.when(row < 2).then(None).otherwise(pl.col("user_id")).alias("user_id"))),
+        "negative-weight": (run, hist.with_columns(pl.when(row == 3).then(-1.0).otherwise(pl.col("plays")).alias("plays"))),
+        "history-items-missing-from-the-catalog": (run, pl.concat([hist, pl.DataFrame({
+            "user_id": [run["user_id"][0]] * 2, "item_id": ["nope1", "nope2"], "plays": [1.0, 1.0]})])),
+        "run-items-missing-from-the-catalog": (run.with_columns(
+            pl.when(row % 7 == 0).then(pl.lit("gone")).otherwise(pl.col("item_id")).alias("item_id")).unique(
+            ["request_id", "item_id"], keep="first", maintain_order=True), hist),
+    }
+
+
+@pytest.mark.parametrize("case", list(_miscalibration_cases()[1]))
+def test_miscalibration_bad_input_gets_the_local_error(case):
+    catalog, cases = _miscalibration_cases()
+    run, hist = cases[case]
+    kw = dict(category="genre", history_weight="plays", n_boot=10)
+    with pytest.raises(InputError) as local:
+        miscalibration_audit(run, hist, catalog, **kw)
+    with pytest.raises(InputError) as remote:
+        miscalibration_audit(sdf(run), sdf(hist), catalog, **kw)
+    if case.startswith(("null-history-user", "negative-weight")):  # local examples name rows: Spark has none
+        assert [(v.column, v.rule, v.n_rows) for v in remote.value.violations] == \
+            [(v.column, v.rule, v.n_rows) for v in local.value.violations]
+    else:
+        assert _describe(remote.value) == _describe(local.value)

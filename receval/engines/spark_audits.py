@@ -34,7 +34,7 @@ import numpy as np
 from receval.errors import InputError, UsageError, Violation
 
 __all__ = ["audit_engine", "refuse_spark", "unit_inputs", "SparkRun", "ranked_requests_spark", "popularity_spark",
-           "safety_spark"]
+           "safety_spark", "miscalibration_spark"]
 
 
 def audit_engine(engine: str, *frames: Any, audit: str) -> str:
@@ -252,13 +252,16 @@ def _join_items(frame, items, name: str, *columns: str):
     return frame.with_columns([items[c].gather(pos) for c in columns]), None
 
 
-def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_rows: int) -> Iterator:
-    """Inside a task: cut the sorted partition into request-complete chunks (as the evaluate kernel)."""
+def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_rows: int,
+               key: str = "request_id") -> Iterator:
+    """Inside a task: cut the partition, sorted by ``key``, into key-complete chunks (as the evaluate kernel)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    chunk = _user_chunk_rows if key == "user_id" else _chunk_rows
+
     def emit(table):
-        out = _chunk_rows(table, kernel)
+        out = chunk(table, kernel)
         if out is None or out.height == 0:
             return
         cols = []
@@ -279,8 +282,8 @@ def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_row
         if n_pending < chunk_rows:
             continue
         table = pa.Table.from_batches(pending)
-        ids = table.column("request_id")
-        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) request
+        ids = table.column(key)
+        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) request / user
         if cut > 0:
             yield from emit(table.slice(0, cut))
             rest = table.slice(cut)
@@ -346,17 +349,22 @@ def _check_values(run, labels) -> None:
             raise InputError(frame, errors[frame])
 
 
-def _raise_kernel_errors(rows, table_name: str, types: dict) -> None:
+def _raise_kernel_errors(rows, table_name: str, types: dict, *, frames: Sequence[str] = ("run", "labels"),
+                         unknown_order: Sequence[str] = ("run", "labels"), extra: dict | None = None) -> None:
     """The errors found by the tasks, as the local audit raises them: run errors, then label errors
-    (counts summed over chunks), then items missing from the item table (run, then labels)."""
+    (counts summed over chunks), then items missing from the item table (run, then labels).
+    ``extra``: (column, rule) -> [count, hint] of run errors found on the driver, merged in."""
     import polars as pl
 
     from receval.audits.popularity import _unknown
 
     errors = rows.filter(pl.col("__kind") == KIND_ERROR)
     payloads = [json.loads(p) for p in errors["__error"].to_list()]
-    for frame in ("run", "labels"):
+    for frame in frames:
         merged: dict[tuple, list] = {}
+        if frame == "run":
+            for (col, rule), (n, hint) in (extra or {}).items():
+                merged[(col, rule)] = [n, [], hint]
         for e in payloads:
             if e["frame"] != frame:
                 continue
@@ -367,7 +375,7 @@ def _raise_kernel_errors(rows, table_name: str, types: dict) -> None:
         if merged:
             raise InputError(frame, [Violation(c, r, n, tuple(ex[:5]), h) for (c, r), (n, ex, h) in merged.items()])
     unknown = rows.filter(pl.col("__kind") == KIND_UNKNOWN_ITEM)
-    for frame in ("run", "labels"):
+    for frame in unknown_order:
         found = unknown.filter(pl.col("__error") == frame)
         if not found.height:
             continue
@@ -566,3 +574,197 @@ def safety_spark(run: Any, flags: Any, *, k, flag_column, user_groups, group_col
             "n_groups_suppressed": sum(g.suppressed for g in groups),
         },
     )
+
+
+# ---------------------------------------------------------------------------
+# miscalibration_audit: user-complete chunks (run and history rows by user)
+# ---------------------------------------------------------------------------
+
+_SIDE_HISTORY = 2
+KIND_COUNTS = 3
+
+
+def _user_chunk_rows(table, kernel: RequestKernel):
+    """Per-request rows of a user-complete chunk with their user's C_KL, weight and history flag
+    (``m0``..``m2``), and one counts row (history rows, repeated pairs, history users not in the run)."""
+    import polars as pl
+
+    from receval.audits._rank import item_positions
+    from receval.audits.miscalibration import _user_values
+    from receval.audits.popularity import _history_frame, _history_of_run_users, _ranked, _run_users
+
+    alpha, position_weight, weight = kernel.options
+    df = pl.from_arrow(table)
+    side = df["__side"]
+    run = df.filter(side == _SIDE_RUN).select("request_id", "user_id", "item_id", "score")
+    # a user's history rows in a fixed order (Spark's order within a partition is arbitrary)
+    hist_rows = df.filter(side == _SIDE_HISTORY).select("user_id", "item_id", "__w").sort("user_id", "item_id", "__w")
+    hist_rows = hist_rows.rename({"__w": weight}) if weight else hist_rows.drop("__w")
+    try:
+        ranked = _ranked(run, kernel.k) if run.height else None
+        hist, hinfo = _history_frame(hist_rows, weight=weight)
+    except InputError as err:
+        return pl.DataFrame({"__kind": [KIND_ERROR], "__error": [_error_payload(err)]},
+                            schema={"__kind": pl.Int8, "__error": pl.String})
+    if ranked is None:
+        frame = requests = None
+        users = pl.DataFrame({"user_id": pl.Series([], dtype=hist["user_id"].dtype), "__u": pl.Series([], dtype=pl.Int64)})
+    else:
+        frame, requests = ranked
+        users, uq = _run_users(requests)  # null users were refused before the job
+    hist = _history_of_run_users(hist, users, hinfo)
+    counts = pl.DataFrame({"__kind": [KIND_COUNTS], "m0": [float(hinfo["n_history_rows"])],
+                           "m1": [float(hinfo["n_history_repeats"])],
+                           "m2": [float(hinfo["n_history_users_not_in_run"])]},
+                          schema={"__kind": pl.Int8, "m0": pl.Float64, "m1": pl.Float64, "m2": pl.Float64})
+    if requests is None:
+        return counts
+    cats = _from_ipc(kernel.items)
+    known = cats["item_id"].unique()
+    missing = []
+    for name, rows in (("history", hist.with_columns(request_id=pl.lit(None, dtype=requests["request_id"].dtype),
+                                                      __rank=pl.int_range(pl.len(), dtype=pl.Int64))),
+                       ("run", frame.rename({"rank": "__rank"}))):
+        pos = item_positions(rows["item_id"], known)
+        if (pos < 0).any():
+            missing.append(_missing_rows(rows.filter(pl.Series(pos < 0)), name))
+    if missing:
+        return pl.concat(missing, how="diagonal_relaxed")
+    ckl_u, hw, has_rows = _user_values(frame, uq, users.height, requests.height, hist, cats, alpha, position_weight)
+    out = requests.select("request_id", "user_id").with_columns(
+        __kind=pl.lit(KIND_REQUEST, dtype=pl.Int8), m0=pl.Series(ckl_u[uq]), m1=pl.Series(hw[uq]),
+        m2=pl.Series(has_rows[uq].astype(np.float64)))
+    return pl.concat([out, counts], how="diagonal_relaxed")
+
+
+def miscalibration_spark(run: Any, history: Any, catalog: Any, *, category, k, alpha, position_weight,
+                         history_weight, user_groups, group_column, n_boot, level, seed, min_group_size):
+    """:func:`receval.audits.miscalibration.miscalibration_audit` with the per-user reduce on Spark.
+
+    Run and history rows are unioned and partitioned by ``user_id``; each task cuts user-complete
+    chunks and runs the local ``_ranked`` / ``_history_frame`` / ``_user_values``; one row per request
+    (with its user's values) comes back, and the driver runs the local ``_result``.
+    """
+    import polars as pl
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from receval.audits import miscalibration as M
+    from receval.audits import popularity as P
+    from receval.engines import spark as engine
+
+    if isinstance(run, list | tuple):
+        raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
+    spark = engine._session(run, history, catalog)
+    run_df = _audit_frame(run, spark, name="run", required=("request_id", "item_id", "score"), optional=("user_id",),
+                          hint="a run has request_id, item_id, score")
+    _check_values(run_df, None)
+    if "user_id" not in run_df.columns:  # the local error: a history is per user
+        P._run_users(pl.DataFrame({"request_id": [], "__q": []}))
+    n_null = run_df.agg(F.count(F.when(F.col("user_id").isNull(), 1)).alias("n")).collect()[0]["n"]
+    if n_null:  # the local error, counted in requests
+        ids = engine._collect_arrow(run_df.filter(F.col("user_id").isNull()).select("request_id").distinct())
+        null_requests = pl.from_arrow(ids).with_columns(user_id=pl.lit(None, dtype=pl.String),
+                                                       __q=pl.int_range(pl.len(), dtype=pl.Int64))
+        P._run_users(null_requests)
+    cats, names, ccounts = M._categories(_local(catalog, ["item_id", category]), category)
+    hist_df = _history_spark(history, spark, history_weight)
+
+    types = {"request_id": _polars_int(run_df.schema["request_id"].dataType),
+             "run_item_id": _polars_int(run_df.schema["item_id"].dataType),
+             "history_item_id": _polars_int(hist_df.schema["item_id"].dataType),
+             "user_id": _polars_int(run_df.schema["user_id"].dataType)}
+    for c in ("user_id", "item_id"):  # one type on both sides (text when they differ, as the local joins)
+        if run_df.schema[c].dataType != hist_df.schema[c].dataType:
+            run_df = run_df.withColumn(c, F.col(c).cast("string"))
+            hist_df = hist_df.withColumn(c, F.col(c).cast("string"))
+    w = F.col(history_weight).cast("double") if history_weight else F.lit(1.0)
+    run_u = run_df.select("user_id", "request_id", "item_id", F.col("score").cast("double").alias("score"),
+                          F.lit(None).cast("double").alias("__w"), F.lit(_SIDE_RUN).cast("tinyint").alias("__side"))
+    hist_u = hist_df.select("user_id", F.lit(None).cast(run_u.schema["request_id"].dataType).alias("request_id"),
+                            "item_id", F.lit(None).cast("double").alias("score"), w.alias("__w"),
+                            F.lit(_SIDE_HISTORY).cast("tinyint").alias("__side"))
+    union = run_u.unionByName(hist_u).repartition("user_id").sortWithinPartitions("user_id")
+    kernel = RequestKernel("miscalibration", _ipc(cats), 3, k, True, False, (alpha, position_weight, history_weight))
+    schema = T.StructType([
+        T.StructField("request_id", run_u.schema["request_id"].dataType, True),
+        T.StructField("user_id", run_u.schema["user_id"].dataType, True),
+        T.StructField("__kind", T.ByteType(), True),
+        T.StructField("__item", T.StringType(), True),
+        T.StructField("__rank", T.LongType(), True),
+        T.StructField("__n", T.LongType(), True),
+        T.StructField("__error", T.StringType(), True),
+        *[T.StructField(f"m{j}", T.DoubleType(), True) for j in range(3)],
+    ])
+    arrow_schema = to_arrow_schema(schema)
+    rows_per_chunk = int(engine.CHUNK_ROWS)
+
+    def fn(batches):
+        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk, key="user_id")
+
+    with engine._quiet_pandas_check():
+        out = union.mapInArrow(fn, schema)
+    rows = pl.from_arrow(engine._collect_arrow(out))
+    per_request = rows.filter(pl.col("__kind") == KIND_REQUEST)
+    # a request whose rows name two users lands in two users' chunks: counted as the local _ranked does
+    split = per_request.filter(pl.col("request_id").is_duplicated()).height
+    extra = {("user_id", "one user per request"): [split, "a request belongs to a single user"]} if split else None
+    _raise_kernel_errors(rows, "catalog", types, frames=("run", "history"), unknown_order=("history", "run"),
+                         extra=extra)
+    per_request = per_request.with_columns(_typed(per_request["request_id"], types["request_id"]),
+                                           _typed(per_request["user_id"], types["user_id"])).sort("request_id")
+    if per_request.height == 0:
+        raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
+    counts = rows.filter(pl.col("__kind") == KIND_COUNTS)
+    hinfo = {"n_history_rows": int(counts["m0"].sum()), "n_history_repeats": int(counts["m1"].sum()),
+             "n_history_users_not_in_run": int(counts["m2"].sum())}
+    requests = per_request.select("request_id", "user_id").with_columns(__q=pl.int_range(pl.len(), dtype=pl.Int64))
+    users, uq = P._run_users(requests)
+    first = np.unique(uq, return_index=True)[1]  # a request of each user, in user order
+    vals = per_request.select("m0", "m1", "m2").to_numpy()[first]
+    return M._result(requests, uq, users.height, np.ascontiguousarray(vals[:, 0]), np.ascontiguousarray(vals[:, 1]),
+                     vals[:, 2] > 0, hinfo, ccounts, user_groups=_local(user_groups, ["request_id", "user_id",
+                                                                                      group_column or ""]),
+                     group_column=group_column, category=category, k=k, alpha=alpha,
+                     position_weight=position_weight, history_weight=history_weight, n_boot=n_boot, level=level,
+                     seed=seed, min_group_size=min_group_size)
+
+
+def _history_spark(history: Any, spark, weight: str | None):
+    """The history on Spark, checked with the local ``_history_frame`` rules: columns and types from the
+    schema (the local function run on an empty frame of the same schema), values by one aggregation job.
+    Violations of values carry no examples (the local ones name row numbers, which Spark has not)."""
+    import polars as pl
+    from pyspark.sql import functions as F
+
+    from receval.audits.popularity import _history_frame
+    from receval.engines.spark import to_spark
+
+    df = to_spark(spark, history, kind="history", format="auto", name="history")
+    cols = ["user_id", "item_id"] + ([weight] if weight else [])
+    empty = pl.from_arrow(_arrow_schema_of(df.select(*[c for c in df.columns if c in cols] if all(
+        c in df.columns for c in cols) else df.columns)).empty_table())
+    try:
+        _history_frame(empty, weight=weight)
+    except InputError as err:
+        n = int(df.count())  # whole-column violations count every row, as locally
+        raise InputError(err.frame, [Violation(v.column, v.rule, n, v.examples, v.hint) for v in err.violations]) from None
+    df = df.select(*cols)
+    exprs = [F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in ("user_id", "item_id")]
+    if weight:
+        x = F.col(weight).cast("double")
+        exprs.append(F.count(F.when(x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")) | (x < 0), 1)).alias("__w"))
+    row = df.agg(*exprs).collect()[0]
+    violations = [Violation(c, "must not be null", int(row[c])) for c in ("user_id", "item_id") if row[c]]
+    if weight and row["__w"]:
+        violations.append(Violation(weight, "must be finite, >= 0 and not null", int(row["__w"])))
+    if violations:
+        raise InputError("history", violations)
+    return df
+
+
+def _arrow_schema_of(df):
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.schema)
