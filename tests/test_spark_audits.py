@@ -212,7 +212,17 @@ _FOUND_BY_THE_KERNEL = {"duplicate-run-rows", "duplicate-label-rows", "user-vari
                         "items-missing-from-the-catalog", "relevant-label-items-missing-from-the-catalog"}
 
 
-@pytest.mark.parametrize("case", list(_bad_cases()[1]))
+# cases that exercise the same path as a quick one run in the full profile only (the file stays ~1 minute)
+_SLOW = {"nan-score", "null-item", "null-label", "labels-without-label", "duplicate-label-rows",
+         "user-varies-within-request", "history-without-item-id", "text-weight", "null-history-user",
+         "run-items-missing-from-the-catalog"}
+
+
+def _params(cases):
+    return [pytest.param(c, marks=pytest.mark.slow) if c in _SLOW else c for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(_bad_cases()[1]))
 def test_bad_input_gets_the_local_error(case, monkeypatch):
     from receval.engines import spark as engine
 
@@ -311,7 +321,7 @@ def _miscalibration_cases():
     }
 
 
-@pytest.mark.parametrize("case", list(_miscalibration_cases()[1]))
+@pytest.mark.parametrize("case", _params(_miscalibration_cases()[1]))
 def test_miscalibration_bad_input_gets_the_local_error(case):
     catalog, cases = _miscalibration_cases()
     run, hist = cases[case]
