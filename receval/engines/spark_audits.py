@@ -17,6 +17,13 @@ What runs where (docs/scale.md, "Audits on Spark"):
   item) shipped to the tasks. One row per request comes back (its matrix
   row, its user); the group statistics and the bootstrap run on the driver
   as locally.
+* ``miscalibration_audit``: run and history rows are unioned and
+  partitioned by *user*; each task cuts user-complete chunks and runs the
+  local per-user code (``_ranked``, ``_history_frame``, ``_user_values``);
+  one row per request (with its user's C_KL) comes back, and the driver runs
+  the local ``_result``.
+* ``exposure_audit``: refused (:func:`refuse_spark`): its Gini and intervals
+  need the request x item exposure matrix.
 
 Everything not supported raises a :class:`~receval.errors.UsageError` before
 any job. pyspark is imported only inside these functions.
