@@ -62,13 +62,14 @@ def refuse_spark(audit: str, *frames: Any, why: str) -> None:
     if any(is_spark_frame(f) for f in frames if f is not None):
         raise UsageError(
             f"{audit} does not run on Spark ({why}); collect its inputs (df.toArrow()) or write Parquet "
-            "and audit locally. On Spark: disparity_audit, calibration_audit, popularity_bias_audit and "
-            "safety_audit (docs/scale.md)")
+            "and audit locally. On Spark: disparity_audit, calibration_audit, popularity_bias_audit, "
+            "safety_audit and miscalibration_audit (docs/scale.md)")
 
 
 def _local(obj: Any, columns: Sequence[str], *, all_columns: bool = False):
-    """A per-unit table given as a Spark DataFrame: its ``columns`` (those present; every column when
-    ``all_columns`` or none is present) collected to the driver as polars. Other inputs pass through."""
+    """A per-unit table (one row per item / user / request) given as a Spark DataFrame, collected to the
+    driver as polars: ``columns`` when all are present, else every column (as ``to_polars(columns=...)``
+    projects, so errors list the same columns). Other inputs pass through."""
     import polars as pl
 
     from receval.engines import is_spark_frame
@@ -77,7 +78,7 @@ def _local(obj: Any, columns: Sequence[str], *, all_columns: bool = False):
     if not is_spark_frame(obj):
         return obj
     keep = [c for c in obj.columns if c in columns]
-    if all_columns or not keep:
+    if all_columns or len(keep) < len(set(columns)):
         keep = list(obj.columns)
     return pl.from_arrow(_collect_arrow(obj.select(*keep)))
 
@@ -117,7 +118,8 @@ def unit_inputs(run: Any, attributes: Any, users: Any, sensitive: Sequence[str])
             cols = set(attributes.columns)
             incomplete = not ({"request_id", "user_id"} & cols) or any(
                 c not in cols and c not in df.columns for c in sensitive)
-            attributes = _local(attributes, ["request_id", "user_id", *sensitive], all_columns=incomplete)
+            wanted = [c for c in ("request_id", "user_id", *sensitive) if c in cols]
+            attributes = _local(attributes, wanted, all_columns=incomplete)
     users = _local(users, ["request_id", "user_id"])
     return SparkRun(df), attributes, users
 
@@ -134,10 +136,13 @@ KIND_REQUEST, KIND_ERROR, KIND_UNKNOWN_ITEM = 0, 1, 2
 class RequestKernel:
     """What a task computes per request-complete chunk (picklable).
 
-    ``audit``: ``"popularity"`` or ``"safety"``; ``items``: the item table as
-    Arrow IPC bytes (catalog with ``__pop``, ``__tail`` / flags with
-    ``__flag``); ``width``: columns of the per-request matrix; ``options``:
-    the audit's per-request settings (k, negative_label, ...).
+    ``audit``: ``"popularity"``, ``"safety"`` or ``"miscalibration"``;
+    ``items``: the item table as Arrow IPC bytes (catalog with ``__pop``,
+    ``__tail`` / flags with ``__flag`` / categories with ``__c``, ``__pc``);
+    ``width``: columns of the per-request matrix; ``options``: the audit's
+    settings ((n_head, n_tail), (negative_label,), (alpha, position_weight,
+    history_weight)). Spark ships a large pickled function to the tasks as a
+    broadcast variable.
     """
 
     audit: str
