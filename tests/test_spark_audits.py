@@ -136,6 +136,14 @@ def test_paths_read_by_spark_and_text_labels_for_integer_ids(tmp_path):
     local = safety_audit(run, table, k=None, n_boot=50)
     remote = safety_audit(str(tmp_path / "run.parquet"), table, k=None, n_boot=50, engine="spark")
     _assert_equal(local, remote)
+    # a run without user_id has its sample_id column checked too (as locally: the audit reads it then)
+    sampled = run.drop("user_id").with_columns(sample_id=pl.when(pl.col("item_id") % 5 == 0).then(None)
+                                               .otherwise(pl.col("item_id") % 2))
+    with pytest.raises(InputError) as local:
+        safety_audit(sampled, table, n_boot=50)
+    with pytest.raises(InputError) as remote:
+        safety_audit(sdf(sampled), table, n_boot=50)
+    assert _describe(remote.value) == _describe(local.value) and local.value.violations[0].column == "sample_id"
     # labels with text ids (as TREC qrels): joined as text, requests still in integer order (as locally)
     text = labels.with_columns(pl.col("request_id").cast(pl.String), pl.col("item_id").cast(pl.String))
     local = popularity_bias_audit(run, table, labels=text, n_boot=50, k=3)

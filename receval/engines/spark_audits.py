@@ -338,7 +338,7 @@ def _check_values(run, labels) -> None:
             continue
         ok, dtype = _numeric(df, value)
         exprs = [F.count(F.lit(1)).alias(f"n_{frame}")]
-        for c in ("request_id", "item_id", value):
+        for c in ("request_id", "item_id", value, *(["sample_id"] if "sample_id" in df.columns else [])):
             exprs.append(F.count(F.when(F.col(c).isNull(), 1)).alias(f"a{len(rules)}"))
             rules.append((frame, c, "must not be null"))
         if ok:
@@ -428,8 +428,11 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
     from receval.engines import spark as engine
 
     spark = engine._session(run, labels)
-    run_df = _audit_frame(run, spark, name="run", required=("request_id", "item_id", "score"), optional=("user_id",),
-                          hint="a run has request_id, item_id, score")
+    run_df = _audit_frame(run, spark, name="run", required=("request_id", "item_id", "score"),
+                          optional=("user_id", "sample_id"), hint="a run has request_id, item_id, score")
+    if "user_id" in run_df.columns and "sample_id" in run_df.columns:
+        # as locally: _ranked keeps (and checks) sample_id only from a run without user_id
+        run_df = run_df.drop("sample_id")
     lab_df = None
     if labels is not None:
         lab_df = _audit_frame(labels, spark, name="labels", required=("request_id", "item_id", "label"),
@@ -449,14 +452,17 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
                 run_df = run_df.withColumn(c, F.col(c).cast("string"))
                 lab_df = lab_df.withColumn(c, F.col(c).cast("string"))
     user = F.col("user_id") if has_user else F.lit(None).cast("string").alias("user_id")
+    sample = ["sample_id"] if "sample_id" in run_df.columns else []
     run_u = run_df.select("request_id", "item_id", F.col("score").cast("double").alias("score"), user,
-                          F.lit(_SIDE_RUN).cast("tinyint").alias("__side"), F.lit(None).cast("double").alias("label"))
+                          F.lit(_SIDE_RUN).cast("tinyint").alias("__side"), F.lit(None).cast("double").alias("label"),
+                          *sample)
     union = run_u
     if lab_df is not None:
         utype = run_u.schema["user_id"].dataType
         union = run_u.unionByName(lab_df.select(
             "request_id", "item_id", F.lit(None).cast("double").alias("score"), F.lit(None).cast(utype).alias("user_id"),
-            F.lit(_SIDE_LABELS).cast("tinyint").alias("__side"), F.col("label").cast("double").alias("label")))
+            F.lit(_SIDE_LABELS).cast("tinyint").alias("__side"), F.col("label").cast("double").alias("label"),
+            *[F.lit(None).cast(run_u.schema[c].dataType).alias(c) for c in sample]))
     union = union.repartition("request_id").sortWithinPartitions("request_id")
     schema = T.StructType([
         T.StructField("request_id", run_u.schema["request_id"].dataType, True),
