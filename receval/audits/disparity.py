@@ -422,15 +422,22 @@ def _as_text(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 
 def _units(run: Any, labels: Any, parsed: list, *, attributes: Any, users: Any, sensitive: list[str], unit: str,
            columns: Any, label_columns: Any, missing_in_run: str, missing_in_labels: str, catalog: Any = None,
-           catalog_columns: Any = None) -> _Units:
+           catalog_columns: Any = None, engine: str = "auto") -> _Units:
     import polars as pl
 
     from receval.data.contract import ColumnMapping
     from receval.data.readers import to_polars
+    from receval.engines.spark_audits import audit_engine
     from receval.evaluation import score
 
     run_map = ColumnMapping.of(columns)
-    run_pl = to_polars(run, kind="run", name="run")
+    engine = audit_engine(engine, run, labels, attributes, users, audit="the disparity audit")
+    if engine == "spark":  # per-request values on Spark; attribute tables collected (receval/engines/spark_audits.py)
+        from receval.engines.spark_audits import unit_inputs
+
+        run_pl, attributes, users = unit_inputs(run, attributes, users, sensitive)
+    else:
+        run_pl = to_polars(run, kind="run", name="run")
     table, key = None, None
     if attributes is not None:
         table = _load_table(attributes, "attributes")
@@ -451,9 +458,10 @@ def _units(run: Any, labels: Any, parsed: list, *, attributes: Any, users: Any, 
             f"{sorted(set(run_pl.columns) | set(table.columns if table is not None else []))[:12]}")
             for c in absent])
 
-    scored = score(run_pl, labels, parsed, columns=columns, label_columns=label_columns, catalog=catalog,
-                   catalog_columns=catalog_columns, missing_in_run=missing_in_run,
-                   missing_in_labels=missing_in_labels, slice_columns=tuple(from_run))
+    scored = score(run_pl.df if engine == "spark" else run_pl, labels, parsed, columns=columns,
+                   label_columns=label_columns, catalog=catalog, catalog_columns=catalog_columns,
+                   missing_in_run=missing_in_run, missing_in_labels=missing_in_labels, slice_columns=tuple(from_run),
+                   engine=engine)
     req_ids = scored.request_ids
     n_req = len(req_ids)
     in_run = np.asarray(scored.unit_in_run, dtype=bool)
@@ -1302,6 +1310,7 @@ def disparity_audit(
     level: float = 0.95,
     seed: int | None = 0,
     min_group_size: int = 20,
+    engine: str = "auto",
 ) -> DisparityAudit:
     """Performance disparity of a run across groups of users.
 
@@ -1336,6 +1345,10 @@ def disparity_audit(
         ``"x & y"``).
     n_boot, level, seed : percentile bootstrap over units (0: no intervals).
     min_group_size : groups with fewer units are listed as suppressed (n only).
+    engine : ``"auto"`` (Spark when an input is a PySpark DataFrame), ``"polars"``
+        or ``"spark"`` (paths read by Spark): per-request values are computed
+        on Spark, the attribute tables and the statistics stay on the driver
+        (docs/scale.md).
 
     Returns
     -------
@@ -1358,7 +1371,8 @@ def disparity_audit(
                          "audit them with receval.audits.disparity.calibration_audit")
     units = _units(run, labels, parsed, attributes=attributes, users=users, sensitive=sensitive, unit=unit,
                    columns=columns, label_columns=label_columns, missing_in_run=missing_in_run,
-                   missing_in_labels=missing_in_labels, catalog=catalog, catalog_columns=catalog_columns)
+                   missing_in_labels=missing_in_labels, catalog=catalog, catalog_columns=catalog_columns,
+                   engine=engine)
     scored = units.scored
 
     # per-request values (NaN: undefined for that request) -> per-unit means
@@ -1439,6 +1453,7 @@ def calibration_audit(
     seed: int | None = 0,
     min_group_size: int = 20,
     reliability: bool = False,
+    engine: str = "auto",
 ) -> CalibrationAudit:
     """Calibration metrics (``ece``, ``mce``, ``brier``, ``logloss``) per group of users.
 
@@ -1450,8 +1465,8 @@ def calibration_audit(
     every group is binned alike). The run needs a ``prediction`` column in
     [0, 1]; a row is positive iff its label >= ``min_label``.
 
-    Parameters are as for :func:`disparity_audit` (intervals resample units:
-    users or requests); ``reliability=True`` adds each reported group's
+    Parameters are as for :func:`disparity_audit`, ``engine`` included (intervals
+    resample units: users or requests); ``reliability=True`` adds each reported group's
     reliability table (``CalibrationAudit.reliability``) for ``ece`` / ``mce``.
     Lower is better for every calibration metric, so the worst group has the
     largest value.
@@ -1471,7 +1486,7 @@ def calibration_audit(
         raise UsageError(f"{other} are not calibration metrics; audit them with disparity_audit")
     units = _units(run, labels, parsed, attributes=attributes, users=users, sensitive=sensitive, unit=unit,
                    columns=columns, label_columns=label_columns, missing_in_run=missing_in_run,
-                   missing_in_labels=missing_in_labels)
+                   missing_in_labels=missing_in_labels, engine=engine)
     scored = units.scored
     n, codes = units.n, units.unit_of_request
     # per-request statistics summed per unit

@@ -486,6 +486,10 @@ def exposure_audit(
     from receval.stats.bootstrap import _check
 
     _check_args(browsing, patience, k, target, min_group_size, n_boot, level, labels)
+    from receval.engines.spark_audits import refuse_spark
+
+    refuse_spark("exposure_audit", *(run if isinstance(run, list | tuple) else [run]), groups, labels,
+                 why="its Gini of item exposure and the intervals need the request x item exposure matrix")
     frame = _run_frame(run)
     cat = _groups_frame(groups, group_column)
     lab = _labels_frame(labels) if labels is not None else None

@@ -155,6 +155,7 @@ def miscalibration_audit(
     level: float = 0.95,
     seed: int | None = 0,
     min_group_size: int = 20,
+    engine: str = "auto",
 ) -> MiscalibrationAudit:
     """Miscalibration C_KL (Steck 2018) of the top-k lists of ``run`` to the users' histories.
 
@@ -178,6 +179,9 @@ def miscalibration_audit(
     min_group_size : groups with fewer users with a history are listed with
         ``suppressed=True`` and no values.
     n_boot : bootstrap replicates over users (0: no intervals).
+    engine : ``"auto"`` (Spark when an input is a PySpark DataFrame), ``"polars"``
+        or ``"spark"``: run and history rows are partitioned by user and each
+        user's C_KL computed on Spark (docs/scale.md).
 
     Raises
     ------
@@ -193,8 +197,6 @@ def miscalibration_audit(
     >>> miscalibration_audit(run, hist, cat, n_boot=0, min_group_size=1).overall["miscalibration"].value
     0.0
     """
-    import polars as pl
-
     _check_common(k, min_group_size, n_boot, level, user_groups, group_column)
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 < float(alpha) <= 1.0:
         raise UsageError(f"alpha must lie in (0, 1], got {alpha!r}: alpha = 0 makes C_KL infinite as soon as "
@@ -205,12 +207,39 @@ def miscalibration_audit(
     if history_weight is not None and not isinstance(history_weight, str):
         raise UsageError(f"history_weight must name a column of history, got {history_weight!r}")
     alpha = float(alpha)
+    from receval.engines.spark_audits import audit_engine
+
+    if audit_engine(engine, run, history, catalog, user_groups, audit="miscalibration_audit") == "spark":
+        # per-user values on Spark (user-complete chunks), statistics here
+        from receval.engines.spark_audits import miscalibration_spark
+
+        return miscalibration_spark(run, history, catalog, category=category, k=k, alpha=alpha,
+                                    position_weight=position_weight, history_weight=history_weight,
+                                    user_groups=user_groups, group_column=group_column, n_boot=n_boot, level=level,
+                                    seed=seed, min_group_size=min_group_size)
     frame, requests = _ranked(run, k)
     users, uq = _run_users(requests)
     n_users, n_req = users.height, requests.height
     cats, names, ccounts = _categories(catalog, category)
     hist, hinfo = _history_frame(history, weight=history_weight)
     hist = _history_of_run_users(hist, users, hinfo)
+
+    ckl_u, hw, has_rows = _user_values(frame, uq, n_users, n_req, hist, cats, alpha, position_weight)
+    return _result(requests, uq, n_users, ckl_u, hw, has_rows, hinfo, ccounts, user_groups=user_groups,
+                   group_column=group_column, category=category, k=k, alpha=alpha, position_weight=position_weight,
+                   history_weight=history_weight, n_boot=n_boot, level=level, seed=seed,
+                   min_group_size=min_group_size)
+
+
+def _user_values(frame: pl.DataFrame, uq: np.ndarray, n_users: int, n_req: int, hist: pl.DataFrame,
+                 cats: pl.DataFrame, alpha: float, position_weight: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C_KL per user: the mean over their requests, history weight per user, user has history rows).
+
+    ``frame``: the ranked top-k rows (``__q``, ``rank``); ``uq``: the user code of each request; ``hist``: the
+    history pairs of the run's users (``__u``, item_id, ``__w``). Every value depends only on the user's
+    rows: the Spark engine (receval/engines/spark_audits.py) calls this on user-complete chunks.
+    """
+    import polars as pl
 
     # p(c|u): users with a positive history weight
     p_long = _distribution(hist.select("__u", "item_id", "__w"), "__u", cats, "history")
@@ -235,6 +264,17 @@ def miscalibration_audit(
     # a user's value: the mean over their requests
     ckl_u = np.bincount(uq, weights=ckl_q, minlength=n_users) / np.bincount(uq, minlength=n_users)
 
+    return ckl_u, hw, has_rows
+
+
+def _result(requests: pl.DataFrame, uq: np.ndarray, n_users: int, ckl_u: np.ndarray, hw: np.ndarray,
+            has_rows: np.ndarray, hinfo: dict[str, int], ccounts: dict[str, int], *, user_groups: Any,
+            group_column: str | None, category: str, k: int | None, alpha: float, position_weight: str,
+            history_weight: str | None, n_boot: int, level: float, seed: int | None,
+            min_group_size: int) -> MiscalibrationAudit:
+    """The audit from the per-user values: user groups, bootstrap over users, counts."""
+    n_req = requests.height
+    defined = hw > 0
     idx = np.flatnonzero(defined)
     mat = np.column_stack([ckl_u[idx], np.ones(len(idx))])
     finishes = {"miscalibration": lambda s: _ratio(s[:, 0], s[:, 1])}

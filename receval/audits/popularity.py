@@ -338,6 +338,7 @@ def popularity_bias_audit(
     level: float = 0.95,
     seed: int | None = 0,
     min_group_size: int = 20,
+    engine: str = "auto",
 ) -> PopularityAudit:
     """Popularity bias of the top-k lists of ``run`` (see the module doc and docs/audits.md).
 
@@ -365,6 +366,10 @@ def popularity_bias_audit(
         a history) are listed with ``suppressed=True`` and no values.
     n_boot : bootstrap replicates (0: no intervals); requests are resampled,
         users for the lift.
+    engine : ``"auto"`` (Spark when an input is a PySpark DataFrame), ``"polars"``
+        or ``"spark"`` (paths read by Spark): the per-request reduce runs on
+        Spark, the statistics on the driver (docs/scale.md); ``history`` is
+        local only.
 
     Raises
     ------
@@ -382,6 +387,15 @@ def popularity_bias_audit(
     from receval.audits._rank import item_positions
 
     cuts = _check_cuts(profile_cuts)
+    from receval.engines.spark_audits import audit_engine
+
+    if audit_engine(engine, run, catalog, labels, user_groups, history, audit="popularity_bias_audit") == "spark":
+        # per-request rows on Spark, statistics here
+        from receval.engines.spark_audits import popularity_spark
+
+        return popularity_spark(run, catalog, k=k, popularity=popularity, tail_quantile=tail_quantile, labels=labels,
+                                user_groups=user_groups, group_column=group_column, history=history, n_boot=n_boot,
+                                level=level, seed=seed, min_group_size=min_group_size)
     frame, requests = _ranked(run, k)
     cat = _catalog_popularity(catalog, popularity)
     lab = _labels_frame(labels) if labels is not None else None
@@ -399,7 +413,6 @@ def popularity_bias_audit(
 
     n_req = requests.height
     q = frame["__q"].to_numpy()
-    tail = frame["__tail"].to_numpy().astype(np.float64)
 
     # ---- history: users, their distinct past items, which recommended slots repeat them
     hist = hinfo = None
@@ -426,6 +439,63 @@ def popularity_bias_audit(
         in_hist = slots.join(hj, on=["__u", "item_id"], how="left", maintain_order="left")["__h"].fill_null(0.0)
         in_hist = in_hist.to_numpy()
 
+    mat, n_relevant, n_relevant_in_history = _request_matrix(
+        frame, requests, cat, lab, n_head=n_head, n_tail=n_tail, hist=hist, uq=uq, in_hist=in_hist, h_head=h_head,
+        h_tail=h_tail, exclude_history=exclude_history)
+    finishes = _finishes(lab is not None)
+    codes, names = _user_group_codes(requests, user_groups, group_column)
+    overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
+                                    n_boot=n_boot, level=level, seed=seed, fold=("pop_rsp", "pop_reo"))
+    lift = None
+    if hist is not None:
+        lift = _lift(mat[:, 0], uq, n_users, hist, hinfo, cuts, codes, names, group_column,
+                     min_group_size=min_group_size, n_boot=n_boot, level=level, seed=seed)
+    counts = {
+        "n_requests": n_req,
+        "n_catalog_items": cat.height,
+        "n_head_items": n_head,
+        "n_tail_items": n_tail,
+        "tail_threshold": _num(threshold),
+        "n_relevant": n_relevant,
+        "n_groups": len(names),
+        "n_groups_suppressed": sum(g.suppressed for g in groups),
+    }
+    if hist is not None:
+        counts["n_recommended_in_history"] = int(in_hist.sum())
+        counts["n_relevant_in_history"] = n_relevant_in_history
+    return PopularityAudit(
+        overall=overall,
+        groups=groups,
+        settings={
+            "k": k,
+            "popularity": popularity,
+            "tail_quantile": float(tail_quantile),
+            "labels": lab is not None,
+            "group_column": group_column,
+            "history": hist is not None,
+            "exclude_history": exclude_history,
+            **interval_settings(min_group_size, n_boot, level, seed, method),
+        },
+        counts=counts,
+        lift=lift,
+    )
+
+
+def _request_matrix(frame: pl.DataFrame, requests: pl.DataFrame, cat: pl.DataFrame, lab: pl.DataFrame | None, *,
+                    n_head: int, n_tail: int, hist: pl.DataFrame | None = None, uq: np.ndarray | None = None,
+                    in_hist: np.ndarray | None = None, h_head: Any = 0.0, h_tail: Any = 0.0,
+                    exclude_history: bool = False) -> tuple[np.ndarray, int, int]:
+    """The per-request matrix (one row per request, in ``__q`` order) whose column sums give every quantity
+    (``_finishes``), the relevant labels used and those in the users' history. ``frame``: the ranked top-k
+    rows with ``__q``, ``__pop``, ``__tail``; ``cat``: item_id, ``__tail``. Shared by the Spark engine
+    (receval/engines/spark_audits.py), which calls it on request-complete chunks."""
+    import polars as pl
+
+    n_req = requests.height
+    q = frame["__q"].to_numpy()
+    tail = frame["__tail"].to_numpy().astype(np.float64)
+    if in_hist is None:
+        in_hist = np.zeros(frame.height)
     length = np.bincount(q, minlength=n_req).astype(np.float64)
     n_tail_q = np.bincount(q, weights=tail, minlength=n_req)
     mat = np.zeros((n_req, 12))
@@ -471,6 +541,11 @@ def popularity_bias_audit(
         mat[:, 6] = np.bincount(q, weights=hit_np * (1.0 - tail), minlength=n_req)
         mat[:, 7] = np.bincount(q, weights=hit_np * tail, minlength=n_req)
 
+    return mat, n_relevant, n_relevant_in_history
+
+
+def _finishes(with_labels: bool) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Each quantity as a function of (replicate) column sums of the per-request matrix."""
     def rate(col: int, universe: int) -> Callable[[np.ndarray], np.ndarray]:
         return lambda s: _ratio(s[:, col], s[:, universe])
 
@@ -482,48 +557,13 @@ def popularity_bias_audit(
         "rec_rate_tail": rate(5, 11),
         "pop_rsp": lambda s: _signed_rsp(rate(4, 10)(s), rate(5, 11)(s)),  # folded in _rows
     }
-    if lab is not None:
+    if with_labels:
         finishes.update({
             "rel_rec_rate_head": lambda s: _ratio(s[:, 6], s[:, 8]),
             "rel_rec_rate_tail": lambda s: _ratio(s[:, 7], s[:, 9]),
             "pop_reo": lambda s: _signed_rsp(_ratio(s[:, 6], s[:, 8]), _ratio(s[:, 7], s[:, 9])),
         })
-    codes, names = _user_group_codes(requests, user_groups, group_column)
-    overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
-                                    n_boot=n_boot, level=level, seed=seed, fold=("pop_rsp", "pop_reo"))
-    lift = None
-    if hist is not None:
-        lift = _lift(mat[:, 0], uq, n_users, hist, hinfo, cuts, codes, names, group_column,
-                     min_group_size=min_group_size, n_boot=n_boot, level=level, seed=seed)
-    counts = {
-        "n_requests": n_req,
-        "n_catalog_items": cat.height,
-        "n_head_items": n_head,
-        "n_tail_items": n_tail,
-        "tail_threshold": _num(threshold),
-        "n_relevant": n_relevant,
-        "n_groups": len(names),
-        "n_groups_suppressed": sum(g.suppressed for g in groups),
-    }
-    if hist is not None:
-        counts["n_recommended_in_history"] = int(in_hist.sum())
-        counts["n_relevant_in_history"] = n_relevant_in_history
-    return PopularityAudit(
-        overall=overall,
-        groups=groups,
-        settings={
-            "k": k,
-            "popularity": popularity,
-            "tail_quantile": float(tail_quantile),
-            "labels": lab is not None,
-            "group_column": group_column,
-            "history": hist is not None,
-            "exclude_history": exclude_history,
-            **interval_settings(min_group_size, n_boot, level, seed, method),
-        },
-        counts=counts,
-        lift=lift,
-    )
+    return finishes
 
 
 # --------------------------------------------------------------------------- popularity lift (GAP)

@@ -98,6 +98,7 @@ def safety_audit(
     level: float = 0.95,
     seed: int | None = 0,
     min_group_size: int = 20,
+    engine: str = "auto",
 ) -> SafetyAudit:
     """Exposure of flagged items in the top-k lists of ``run`` (see the module doc and docs/audits.md).
 
@@ -111,6 +112,8 @@ def safety_audit(
         :func:`receval.audits.popularity.popularity_bias_audit`.
     labels, negative_label : feedback on shown items; label == negative_label
         is negative feedback. Both or neither.
+    engine : ``"auto"`` (Spark when an input is a PySpark DataFrame), ``"polars"``
+        or ``"spark"``: the per-request reduce runs on Spark (docs/scale.md).
 
     Raises
     ------
@@ -123,6 +126,15 @@ def safety_audit(
         raise UsageError("labels and negative_label go together: negative feedback is label == negative_label")
     if negative_label is not None and (isinstance(negative_label, bool) or not isinstance(negative_label, int | float)):
         raise UsageError(f"negative_label must be a number, got {negative_label!r}")
+    from receval.engines.spark_audits import audit_engine
+
+    if audit_engine(engine, run, flags, labels, user_groups, audit="safety_audit") == "spark":
+        # per-request rows on Spark, statistics here
+        from receval.engines.spark_audits import safety_spark
+
+        return safety_spark(run, flags, k=k, flag_column=flag_column, user_groups=user_groups,
+                            group_column=group_column, labels=labels, negative_label=negative_label, n_boot=n_boot,
+                            level=level, seed=seed, min_group_size=min_group_size)
     frame, requests = _ranked(run, k)
     table = _flags_frame(flags, flag_column)
     lab = _labels_frame(labels) if labels is not None else None
@@ -133,39 +145,8 @@ def safety_audit(
         raise _unknown(frame.filter(pl.col("__flag").is_null())["item_id"], "run", "flags")
 
     n_req = requests.height
-    q = frame["__q"].to_numpy()
-    flag = frame["__flag"].to_numpy().astype(np.float64)
-    w = 1.0 / np.log2(1.0 + frame["rank"].to_numpy().astype(np.float64))
-    mat = np.zeros((n_req, 8))
-    mat[:, 0] = np.bincount(q, minlength=n_req)  # slots
-    mat[:, 1] = np.bincount(q, weights=flag, minlength=n_req)  # flagged slots
-    mat[:, 2] = np.bincount(q, weights=w, minlength=n_req)  # exposure
-    mat[:, 3] = np.bincount(q, weights=w * flag, minlength=n_req)  # flagged exposure
-    mat[:, 4] = mat[:, 1] > 0  # any flagged
-    mat[:, 5] = 1.0
-    n_negative = 0
-    if lab is not None:
-        neg = lab.filter(pl.col("label") == float(negative_label)).select("request_id", "item_id").with_columns(
-            __neg=pl.lit(1.0))
-        fr, nj = _harmonise(frame, neg, "item_id")
-        fr, nj = _harmonise(fr, nj, "request_id")
-        is_neg = fr.join(nj, on=["request_id", "item_id"], how="left", maintain_order="left")["__neg"].fill_null(0.0)
-        is_neg_np = is_neg.to_numpy()
-        n_negative = int(is_neg_np.sum())
-        mat[:, 6] = np.bincount(q, weights=is_neg_np * flag, minlength=n_req)
-        mat[:, 7] = np.bincount(q, weights=is_neg_np * (1.0 - flag), minlength=n_req)
-
-    finishes: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "slot_share": lambda s: _ratio(s[:, 1], s[:, 0]),
-        "exposure_share": lambda s: _ratio(s[:, 3], s[:, 2]),
-        "request_share": lambda s: _ratio(s[:, 4], s[:, 5]),
-    }
-    if lab is not None:
-        finishes.update({
-            "negative_rate_flagged": lambda s: _ratio(s[:, 6], s[:, 1]),
-            "negative_rate_unflagged": lambda s: _ratio(s[:, 7], s[:, 0] - s[:, 1]),
-            "negative_rate_ratio": lambda s: _ratio(_ratio(s[:, 6], s[:, 1]), _ratio(s[:, 7], s[:, 0] - s[:, 1])),
-        })
+    mat, n_negative = _request_matrix(frame, requests, lab, negative_label)
+    finishes = _finishes(lab is not None)
     codes, names = _user_group_codes(requests, user_groups, group_column)
     overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
                                     n_boot=n_boot, level=level, seed=seed)
@@ -191,3 +172,51 @@ def safety_audit(
             "n_groups_suppressed": sum(g.suppressed for g in groups),
         },
     )
+
+
+def _request_matrix(frame: Any, requests: Any, lab: Any, negative_label: float | None) -> tuple[np.ndarray, int]:
+    """The per-request matrix (one row per request, in ``__q`` order) whose column sums give every
+    quantity (``_finishes``), and the negative shown items. ``frame``: the ranked top-k rows with ``__q``,
+    ``rank`` and ``__flag``. Shared by the Spark engine (receval/engines/spark_audits.py)."""
+    import polars as pl
+
+    n_req = requests.height
+    q = frame["__q"].to_numpy()
+    flag = frame["__flag"].to_numpy().astype(np.float64)
+    w = 1.0 / np.log2(1.0 + frame["rank"].to_numpy().astype(np.float64))
+    mat = np.zeros((n_req, 8))
+    mat[:, 0] = np.bincount(q, minlength=n_req)  # slots
+    mat[:, 1] = np.bincount(q, weights=flag, minlength=n_req)  # flagged slots
+    mat[:, 2] = np.bincount(q, weights=w, minlength=n_req)  # exposure
+    mat[:, 3] = np.bincount(q, weights=w * flag, minlength=n_req)  # flagged exposure
+    mat[:, 4] = mat[:, 1] > 0  # any flagged
+    mat[:, 5] = 1.0
+    n_negative = 0
+    if lab is not None:
+        neg = lab.filter(pl.col("label") == float(negative_label)).select("request_id", "item_id").with_columns(
+            __neg=pl.lit(1.0))
+        fr, nj = _harmonise(frame, neg, "item_id")
+        fr, nj = _harmonise(fr, nj, "request_id")
+        is_neg = fr.join(nj, on=["request_id", "item_id"], how="left", maintain_order="left")["__neg"].fill_null(0.0)
+        is_neg_np = is_neg.to_numpy()
+        n_negative = int(is_neg_np.sum())
+        mat[:, 6] = np.bincount(q, weights=is_neg_np * flag, minlength=n_req)
+        mat[:, 7] = np.bincount(q, weights=is_neg_np * (1.0 - flag), minlength=n_req)
+
+    return mat, n_negative
+
+
+def _finishes(with_labels: bool) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Each quantity as a function of (replicate) column sums of the per-request matrix."""
+    finishes: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "slot_share": lambda s: _ratio(s[:, 1], s[:, 0]),
+        "exposure_share": lambda s: _ratio(s[:, 3], s[:, 2]),
+        "request_share": lambda s: _ratio(s[:, 4], s[:, 5]),
+    }
+    if with_labels:
+        finishes.update({
+            "negative_rate_flagged": lambda s: _ratio(s[:, 6], s[:, 1]),
+            "negative_rate_unflagged": lambda s: _ratio(s[:, 7], s[:, 0] - s[:, 1]),
+            "negative_rate_ratio": lambda s: _ratio(_ratio(s[:, 6], s[:, 1]), _ratio(s[:, 7], s[:, 0] - s[:, 1])),
+        })
+    return finishes

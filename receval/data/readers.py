@@ -84,8 +84,8 @@ def to_polars(
     if module == "pyspark":
         raise UsageError(
             f"{label}: a Spark DataFrame is accepted by receval.evaluate and receval.compare (ranking and "
-            "calibration metrics), which run on Spark; this step needs a local frame: collect it "
-            "(df.toArrow()) or write Parquet"
+            "calibration metrics) and by the disparity, calibration, popularity and safety audits, which run "
+            "on Spark (docs/scale.md); this step needs a local frame: collect it (df.toArrow()) or write Parquet"
         )
     raise UsageError(
         f"{label}: expected a pandas/polars/pyarrow frame or a file path, got {type(obj).__name__}"
