@@ -175,6 +175,11 @@ class LoggedFeedback:
         return len(self.reward)
 
     @property
+    def has_reward_estimates(self) -> bool:
+        """True when q_hat (``q_logged`` and ``q_target``) is available for DM and the DR family."""
+        return self.q_logged is not None and self.q_target is not None
+
+    @property
     def weight(self) -> np.ndarray:
         """Importance weights w = pi_e(a|x) / pi_b(a|x)."""
         return self.target_prob / self.propensity
