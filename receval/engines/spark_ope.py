@@ -42,7 +42,7 @@ import numpy as np
 
 from receval.errors import InputError, UsageError, Violation
 
-__all__ = ["SparkFeedback", "spark_logged_feedback", "exact_quantiles", "CHUNK_ROWS"]
+__all__ = ["SparkFeedback", "spark_logged_feedback", "exact_quantiles", "read_spark_frame", "CHUNK_ROWS"]
 
 #: rows handed to the per-request reduction at once inside a partition
 CHUNK_ROWS = 1 << 20
@@ -94,6 +94,17 @@ class SparkFeedback:
     def reduce_units(self, estimators: Sequence):
         """Per-request sums of every estimator's columns, weight summary and counts (one Spark job)."""
         return _reduce(self, list(estimators))
+
+
+def read_spark_frame(path: str, kind: str, mapping: dict[str, str], format: str = "auto"):
+    """A file read by Spark (the active session, or a new local one), columns renamed canonical <- yours."""
+    from receval.engines.spark import _session, to_spark
+
+    df = to_spark(_session(), path, kind=kind, format=format, name=kind)
+    for canon, src in mapping.items():
+        if src in df.columns and src != canon:
+            df = df.withColumnRenamed(src, canon)
+    return df
 
 
 # ---------------------------------------------------------------------------
