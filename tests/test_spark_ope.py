@@ -218,7 +218,6 @@ def _bad_cases():
         "propensity-above-one": (log.assign(propensity=np.where(log.index == 4, 1.5, log["propensity"])), target, {}),
         "propensity-null": (log.assign(propensity=np.where(log.index == 3, np.nan, log["propensity"])), target, {}),
         "reward-outside-range": (log.assign(reward=np.where(first, 3.0, log["reward"])), target, {"reward_range": (0, 1)}),
-        "reward-not-finite": (log.assign(reward=np.where(first, np.inf, log["reward"])), target, {}),
         "target-not-summing-to-one": (log, target.assign(probability=np.where(target.index < 3, 0.9, target["probability"])), {}),
         "target-row-duplicated": (log, pd.concat([target, target.head(2)], ignore_index=True), {}),
         "logged-context-without-target": (log, target[target["request_id"] != log["request_id"][0]], {}),
@@ -226,7 +225,6 @@ def _bad_cases():
         "text-propensity": (log.assign(propensity=log["propensity"].astype(str)), target, {}),
         "float-item-ids": (log.assign(item_id=log["item_id"].astype(float)), target, {}),
         "null-request-id": (log.assign(request_id=np.where(log.index == 5, None, log["request_id"])), target, {}),
-        "text-target-probability": (log, target.assign(probability=target["probability"].astype(str)), {}),
     }
 
 

@@ -130,40 +130,45 @@ def _where(rid: Any, item: Any) -> str:
     return f"request {rid!r}, item {item!r}"
 
 
-def _type_checks(df, types: dict, frame: str, ids: tuple[str, ...], numeric: tuple[str, ...]) -> None:
-    """Local ``_column_checks`` from the schema (+ one scan for null ids); raises InputError(frame)."""
+def _type_checks(df, types: dict, frame: str, ids: tuple[str, ...], numeric: tuple[str, ...],
+                 null_counts: dict[str, int] | None = None, n_rows: int | None = None) -> None:
+    """Local ``_column_checks``: types from the schema, null ids from ``null_counts``; raises InputError(frame)."""
     from pyspark.sql import functions as F
 
     out: list[Violation] = []
-    present_ids = [c for c in ids if c in types]
-    nulls = {}
-    if present_ids:
-        row = df.agg(F.count(F.lit(1)).alias("__n"),
-                     *[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in present_ids]).collect()[0]
-        nulls = {c: int(row[c]) for c in present_ids}
-        n_rows = int(row["__n"])
-    else:
-        n_rows = None
 
     def head(c):
         return tuple(repr(r[0]) for r in df.select(c).limit(3).collect())
 
-    for c in present_ids:
-        if nulls[c]:
+    def count():
+        return n_rows if n_rows is not None else df.count()
+
+    for c in ids:
+        if c not in types:
+            continue
+        if null_counts and null_counts.get(c):
             ex = df.filter(F.col(c).isNull()).select(*[x for x in ("request_id", "item_id") if x in types]).limit(5).collect()
-            out.append(Violation(c, "must not be null", nulls[c], tuple(", ".join(f"{k} {v!r}" for k, v in r.asDict().items())
-                                                                          for r in ex),
+            out.append(Violation(c, "must not be null", null_counts[c],
+                                 tuple(", ".join(f"{k} {v!r}" for k, v in r.asDict().items()) for r in ex),
                                  "drop or fill those rows explicitly; receval never guesses missing values"))
         if types[c].kind not in ("int", "str"):
-            out.append(Violation(c, f"must hold integers or text, found dtype {_pandas_dtype(types[c])}",
-                                 n_rows if n_rows is not None else df.count(), head(c),
-                                 "cast ids to int or str; float ids lose precision and '7.0' != '7'"))
+            out.append(Violation(c, f"must hold integers or text, found dtype {_pandas_dtype(types[c])}", count(),
+                                 head(c), "cast ids to int or str; float ids lose precision and '7.0' != '7'"))
     for c in numeric:
         if c in types and types[c].kind not in ("int", "numeric", "bool", "null"):
-            out.append(Violation(c, f"must be numeric, found dtype {_pandas_dtype(types[c])}", df.count(), head(c),
+            out.append(Violation(c, f"must be numeric, found dtype {_pandas_dtype(types[c])}", count(), head(c),
                                  "convert the column to numbers first"))
     if out:
         raise InputError(frame, out)
+
+
+def _null_ids(df, types: dict) -> tuple[int, dict[str, int]]:
+    """One scan: rows and null ids (run once the types are fine; they are raised first, as locally)."""
+    from pyspark.sql import functions as F
+
+    ids = [c for c in ("request_id", "item_id") if c in types]
+    row = df.agg(F.count(F.lit(1)).alias("__n"), *[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in ids]).collect()[0]
+    return int(row["__n"]), {c: int(row[c]) for c in ids}
 
 
 def _types(df) -> dict:
@@ -239,12 +244,17 @@ def spark_logged_feedback(
             "order to number them by; add one (e.g. one id per logged row) or run locally"
         )
     numeric = ("reward", "propensity", "position", "target_probability") + ((q_hat_column,) if q_hat_column else ())
+    # types from the schema first (no job), then null ids: the same order of errors as locally
     _type_checks(log, ltypes, "log", ("request_id", "item_id"), numeric)
+    n_log, nulls = _null_ids(log, ltypes)
+    _type_checks(log, ltypes, "log", ("request_id", "item_id"), (), nulls, n_log)
     if target is not None:
         target = to_spark(spark, target, kind="target", format=format, name="target")
         ttypes = _types(target)
-        _type_checks(target, ttypes, "target", ("request_id", "item_id"),
-                     ("probability", "position") + ((q_hat_column,) if q_hat_column else ()))
+        t_numeric = ("probability", "position") + ((q_hat_column,) if q_hat_column else ())
+        _type_checks(target, ttypes, "target", ("request_id", "item_id"), t_numeric)
+        n_target, nulls = _null_ids(target, ttypes)
+        _type_checks(target, ttypes, "target", ("request_id", "item_id"), (), nulls, n_target)
         # one id type on both sides (text when they differ, as locally)
         for c in ("request_id", "item_id"):
             if c in ttypes and ltypes[c].kind != ttypes[c].kind:
@@ -286,6 +296,7 @@ def spark_logged_feedback(
         preds["reward_range"] = ~_not_finite(r) & ((r < lo_r) | (r > hi_r))
     finite_r = F.when(~_not_finite(r), r)
     row = lg.agg(F.count(F.lit(1)).alias("__n"), F.min(finite_r).alias("__lo"), F.max(finite_r).alias("__hi"),
+                 F.countDistinct("request_id").alias("__units"),
                  *[F.count(F.when(p, 1)).alias(k) for k, p in preds.items()]).collect()[0]
     n_rows = int(row["__n"])
     counts = {k: int(row[k]) for k in preds}
@@ -325,7 +336,7 @@ def spark_logged_feedback(
         rng = (0.0, 0.0) if row["__lo"] is None else (float(row["__lo"]), float(row["__hi"]))
     else:
         rng = (lo_r, hi_r)
-    n_units = lg.select("request_id").distinct().count()
+    n_units = row["__units"]
     keep = ["request_id", "reward", "propensity", "target_prob"] + (["q_logged", "q_target"] if q_hat_column else [])
     return SparkFeedback(
         rows.select(*keep), n_rows, int(n_units), rng, support, tuple(warns),
@@ -356,17 +367,19 @@ def _check_target(lg, target, q_hat_column, tol, violations):
         violations.append(Violation("target probability", "must lie in [0, 1]", n_bad, _row_examples(t, bad_p, "probability")))
     # sums per (request, position); like pandas, null / NaN probabilities are skipped
     p0 = F.when(p.isNull() | F.isnan(p), 0.0).otherwise(p)
-    sums = t.groupBy(*keys).agg(F.sum(p0).alias("s"))
+    # one job: per (request, item, position) the sum and the row count, then per (request, position)
+    per_triple = t.groupBy(*triple).agg(F.sum(p0).alias("s"), F.count(F.lit(1)).alias("k"))
+    sums = per_triple.groupBy(*keys).agg(F.sum("s").alias("s"), F.sum(F.col("k") - 1).alias("dup"))
     off = F.abs(F.col("s") - 1.0) > tol
-    agg = sums.agg(F.count(F.lit(1)).alias("n"), F.count(F.when(off, 1)).alias("off")).collect()[0]
-    n_dist, n_off = int(agg["n"]), int(agg["off"])
+    agg = sums.agg(F.count(F.lit(1)).alias("n"), F.count(F.when(off, 1)).alias("off"),
+                   F.sum("dup").alias("dup")).collect()[0]
+    n_dist, n_off, n_dup = int(agg["n"]), int(agg["off"]), int(agg["dup"] or 0)
     if n_off:
         ex = sums.filter(off).limit(5).collect()
         violations.append(Violation(
             "target probability", f"must sum to 1 within {tol:g} per (request, position)", n_off,
             tuple(f"(request {r['request_id']!r}, position {_pos(r['position'])!r}) sums to {r['s']:.6g}" for r in ex),
             "normalise the target distribution per request and position"))
-    n_dup = t.groupBy(*triple).count().filter(F.col("count") > 1).agg(F.sum(F.col("count") - 1)).collect()[0][0]
     if n_dup:
         violations.append(Violation("target", "must have one row per (request, item, position)", int(n_dup)))
     uncovered = lg.select(*keys).distinct().join(sums.select(*keys), on=keys, how="left_anti")
