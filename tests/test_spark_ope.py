@@ -265,3 +265,22 @@ def test_usage_errors(spark):  # noqa: F811
         estimate_many([DM()], logged_feedback(s_log, s_target))
     with pytest.raises(UsageError, match="engine='polars' or 'spark'"):
         logged_feedback(log, target, engine="streaming")
+
+
+def test_cli_evaluate_on_spark(spark, tmp_path, capsys):  # noqa: F811
+    import json
+
+    from receval.cli import main
+
+    rng = np.random.default_rng(5)
+    run = pl.DataFrame({"request_id": np.repeat(np.arange(20), 5), "item_id": np.tile(np.arange(5), 20),
+                        "score": rng.random(100)})
+    labels = run.select("request_id", "item_id").with_columns(label=pl.Series(rng.integers(0, 2, 100)).cast(pl.Float64))
+    run.write_parquet(tmp_path / "run.parquet")
+    labels.write_parquet(tmp_path / "labels.parquet")
+    args = ["evaluate", "--run", str(tmp_path / "run.parquet"), "--labels", str(tmp_path / "labels.parquet"),
+            "-m", "ndcg@3", "-m", "mrr", "--output", "json"]
+    assert main(args) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*args, "--engine", "spark"]) == 0
+    assert json.loads(capsys.readouterr().out) == local
