@@ -543,7 +543,7 @@ def _reduce(data: SparkFeedback, estimators: list):
     if units.height != data.n_units or (units.height and int(units["w_n"].sum()) != data.n_rows):
         raise RuntimeError("the per-request reduction lost rows: the data changed between validation and reduction")
     st = {s: units[f"w_{s}"].to_numpy() for s in _WEIGHT_STATS}
-    S = units.select([f"s{j}" for j in range(k)]).to_numpy().reshape(units.height, k).astype(np.float64)
+    S = np.asfortranarray(units.select([f"s{j}" for j in range(k)]).to_numpy().reshape(units.height, k), dtype=np.float64)
     C = units.select([f"c{j}" for j in range(m)]).to_numpy().reshape(units.height, m)
     n = data.n_rows
     q50, q90, q99 = data._cache["quantiles"]
