@@ -14,6 +14,9 @@ end to end from the Parquet files.
     # the same with requests scattered in the file (the streaming engine partitions to disk)
     python benchmarks/bench_spark.py scaling --layout scattered --rows 1000000 10000000 100000000
 
+    # off-policy estimators: 1M rounds, 5 candidates each (IPS, SNIPS, DR with a q_hat column), Spark vs in memory
+    python benchmarks/bench_spark.py ope --rows 1000000 --candidates 5
+
 Spark needs ``pip install 'receval[spark]'`` and Java 17. For Spark the peak
 RSS is given per process kind: the Python driver, the JVM, and the largest
 Python worker (each its own high-water mark, VmHWM).
@@ -69,6 +72,50 @@ def write_data(rows: int, directory: str, seed: int = 0, layout: str = "grouped"
     return run_path, lab_path
 
 
+def write_ope_data(rounds: int, candidates: int, directory: str, seed: int = 0) -> tuple[str, str]:
+    """log.parquet (one row per round) and target.parquet (the target's distribution over each round's candidates)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    n_items, n_contexts = 80, 100
+    logits = rng.normal(-3.0, 0.7, (n_contexts, n_items))
+    q = 1 / (1 + np.exp(-logits))
+    x = rng.integers(0, n_contexts, rounds)
+    cand = (x[:, None] * 7 + np.arange(candidates)[None, :] * 11) % n_items  # (rounds, C), distinct items
+    lq = logits[x[:, None], cand]
+    pi_b = np.exp(rng.normal(0, 1, (rounds, candidates)))
+    pi_b /= pi_b.sum(1, keepdims=True)
+    pi_e = np.exp(lq / 0.7)
+    pi_e /= pi_e.sum(1, keepdims=True)
+    q_hat = np.clip(q[x[:, None], cand] + rng.normal(0, 0.005, (rounds, candidates)), 1e-4, 1)
+    pick = (rng.random(rounds)[:, None] > np.cumsum(pi_b, 1)).sum(1).clip(0, candidates - 1)
+    rows = np.arange(rounds)
+    reward = (rng.random(rounds) < q[x, cand[rows, pick]]).astype(np.float64)
+    log = pa.table({"request_id": rows, "item_id": cand[rows, pick], "reward": reward,
+                    "propensity": pi_b[rows, pick], "q_hat": q_hat[rows, pick]})
+    target = pa.table({"request_id": np.repeat(rows, candidates), "item_id": cand.ravel(),
+                       "probability": pi_e.ravel(), "q_hat": q_hat.ravel()})
+    log_path, target_path = os.path.join(directory, "log.parquet"), os.path.join(directory, "target.parquet")
+    pq.write_table(log, log_path, row_group_size=1 << 20)
+    pq.write_table(target, target_path, row_group_size=1 << 20)
+    return log_path, target_path
+
+
+def ope(args, engine: str) -> tuple[list[float], dict, int]:
+    from receval.counterfactual import DR, IPS, SNIPS, estimate_many, logged_feedback
+
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        data = logged_feedback(args.run, args.labels, q_hat_column="q_hat", reward_range=(0, 1), engine=engine)
+        res = estimate_many([IPS(), SNIPS(), DR()], data, n_boot=1000, seed=0)
+        times.append(time.perf_counter() - t0)
+    summary = {r.name: [r.value, r.ci_low, r.ci_high, r.diagnostics["ess"], r.diagnostics["weight_q99"]] for r in res}
+    return times, summary, data.n_units
+
+
 def _vmhwm_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -116,15 +163,19 @@ def child(args) -> None:
         spark.sparkContext.setLogLevel("ERROR")
         out["session_s"] = time.perf_counter() - t0
         times = []
-        for _ in range(args.repeat):
+        for _ in range(args.repeat if not args.ope else 0):
             t0 = time.perf_counter()
             res = receval.evaluate(args.run, args.labels, METRICS, engine="spark")
             times.append(time.perf_counter() - t0)
+        if args.ope:
+            times, summary, n = ope(args, "spark")
         jvm = spark.sparkContext._gateway.proc.pid
         procs = _descendants(jvm)
         out["jvm_peak_rss_mb"] = max([_vmhwm_mb(jvm)] + [_vmhwm_mb(p) for p in procs if _is_java(p)])
         out["python_worker_peak_rss_mb"] = max([_vmhwm_mb(p) for p in procs if not _is_java(p)] + [0.0])
         spark.stop()
+    elif args.ope:
+        times, summary, n = ope(args, args.engine)
     else:
         times = []
         for _ in range(args.repeat):
@@ -134,8 +185,11 @@ def child(args) -> None:
     out["times_s"] = times
     out["best_s"] = min(times)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    out["summary"] = {m: [s.mean, s.ci_low, s.ci_high] for m, s in res.summary.items()}
-    out["n"] = res.counts["evaluated"]
+    if args.ope:
+        out["summary"], out["n"] = summary, n
+    else:
+        out["summary"] = {m: [s.mean, s.ci_low, s.ci_high] for m, s in res.summary.items()}
+        out["n"] = res.counts["evaluated"]
     print(json.dumps(out))
 
 
@@ -150,6 +204,7 @@ def _is_java(pid: int) -> bool:
 def measure(engine: str, run: str, labels: str, rows: int, args) -> dict:
     cmd = [sys.executable, __file__, "--child", engine, "--run", run, "--labels", labels, "--rows", str(rows),
            "--repeat", str(args.repeat), "--partitions", str(args.partitions), "--driver-memory", args.driver_memory]
+    cmd += ["--ope"] if args.mode == "ope" else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
@@ -169,7 +224,9 @@ def _line(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", choices=["spark", "scaling"], default="spark")
+    p.add_argument("mode", nargs="?", choices=["spark", "scaling", "ope"], default="spark")
+    p.add_argument("--candidates", type=int, default=5, help="ope: candidates per round in the target")
+    p.add_argument("--ope", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rows", type=float, nargs="+", default=None)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
@@ -186,6 +243,8 @@ def main() -> None:
         args.engine, args.rows = args.child, int(args.rows[0])
         child(args)
         return
+    if args.mode == "ope":
+        return main_ope(args)
     sizes = [int(r) for r in (args.rows or ([10_000_000] if args.mode == "spark" else [1_000_000, 10_000_000, 100_000_000]))]
     engines = ["polars", "streaming", "spark"] if args.mode == "spark" else (args.engines or ["polars", "streaming"])
     print(f"{os.cpu_count()} cores; metrics {', '.join(METRICS)}; 1,000 bootstrap replicates; best of {args.repeat}")
@@ -208,6 +267,24 @@ def main() -> None:
                 for base in ("polars", "streaming"):
                     if base in results and "error" not in results[base]:
                         print(f"   ratio spark / {base}: {results['spark']['best_s'] / results[base]['best_s']:.1f}x")
+
+
+def main_ope(args) -> None:
+    rounds = int((args.rows or [1_000_000])[0])
+    print(f"{os.cpu_count()} cores; IPS, SNIPS, DR (q_hat column), 1,000 bootstrap replicates, end to end from "
+          f"Parquet (validation included); best of {args.repeat}")
+    with tempfile.TemporaryDirectory(prefix="receval-bench-", dir=args.tmpdir) as tmp:
+        log, target = write_ope_data(rounds, args.candidates, tmp)
+        print(f"-- {rounds:,} rounds, target {rounds * args.candidates:,} rows ({args.candidates} candidates per round)")
+        results = {}
+        for engine in ("polars", "spark"):
+            results[engine] = r = measure(engine, log, target, rounds, args)
+            print(_line(r), flush=True)
+        if all("error" not in r for r in results.values()):
+            a, b = results["polars"]["summary"], results["spark"]["summary"]
+            diff = max(abs(x - y) for k in a for x, y in zip(a[k], b[k], strict=True))
+            print(f"   largest difference in values, intervals, ESS and q99 weight: {diff:.2e}")
+            print(f"   ratio spark / polars: {results['spark']['best_s'] / results['polars']['best_s']:.1f}x")
 
 
 if __name__ == "__main__":

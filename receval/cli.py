@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--by", action="append", metavar="COLUMN", help="slice by a run or attributes column, repeatable")
     ev.add_argument("--attributes", metavar="PATH", help="table keyed by request_id or user_id with slice columns")
     ev.add_argument("--catalog", metavar="PATH", help="item catalog (item_id, popularity, category, ...) for beyond-accuracy metrics")
+    ev.add_argument("--engine", default="auto", choices=["auto", "polars", "streaming", "spark"],
+                    help="where the reduce step runs: auto (in memory), polars, streaming (Parquet larger than memory) or spark (paths read by Spark; docs/scale.md)")
 
     cp = sub.add_parser(
         "compare",
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--n-boot", type=int, default=1000)
     cp.add_argument("--n-perm", type=int, default=10_000)
     cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--engine", default="auto", choices=["auto", "polars", "streaming", "spark"],
+                    help="where each run is scored: auto, polars, streaming or spark (see evaluate)")
 
     gt = sub.add_parser(
         "gate",
@@ -179,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--interval", default="bootstrap", choices=["bootstrap", "normal"])
     op.add_argument("--column", action="append", metavar="CANONICAL=YOURS",
                     help="column mapping for both files, repeatable (e.g. reward=click)")
+    op.add_argument("--q-hat-column", metavar="COLUMN",
+                    help="dm and the dr family: precomputed reward estimates q_hat(x, a), a column of both the logs "
+                    "and the target (instead of the cross-fitted reward model; required with --engine spark)")
+    op.add_argument("--engine", default="auto", choices=["auto", "polars", "streaming", "spark"],
+                    help="auto / polars: in memory; spark: the files are read and reduced by Spark (single-slot estimators; docs/scale.md)")
     op.add_argument("--output", default="table", choices=["json", "table"])
     return parser
 
@@ -200,6 +209,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         by=args.by,
         attributes=args.attributes,
         catalog=args.catalog,
+        engine=args.engine,
     )
     if args.per_request:
         from receval.errors import UsageError
@@ -252,7 +262,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         alpha=args.alpha, margin=args.margin, margin_type="relative" if args.relative_margin else "absolute",
         unit=args.unit, on_mismatch=args.on_mismatch, columns=_mapping(args.column), format=args.format,
         missing_in_run=args.missing_in_run, missing_in_labels=args.missing_in_labels,
-        level=args.level, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed,
+        level=args.level, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, engine=args.engine,
     )
     if args.output == "json":
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
@@ -339,6 +349,10 @@ def _cmd_ope(args: argparse.Namespace) -> int:
         except (ValueError, IndexError):
             raise UsageError(f"--reward-range expects LOW,HIGH, e.g. 0,1; got {args.reward_range!r}") from None
     if slates:
+        if args.engine in ("spark", "streaming"):
+            raise UsageError("the slate estimators run in memory only: use --engine auto or polars")
+        if args.q_hat_column:
+            raise UsageError("--q-hat-column does not apply to the slate estimators")
         return _cmd_ope_slates(args, names, reward_range)
     if args.target is None:
         raise UsageError("--target is required for the single-slot estimators")
@@ -349,20 +363,31 @@ def _cmd_ope(args: argparse.Namespace) -> int:
     }
     estimators = [make[n]() for n in names]
     mapping = _mapping(args.column)
-    log = _read_frame(args.logs, "logs", mapping)
-    target = _read_frame(args.target, "target", mapping)
-    logging_frame = _read_frame(args.logging, "logging", mapping) if args.logging else None
-    if "reward" not in log.columns and "click" in log.columns:
-        log["reward"] = log["click"]
+    if args.engine == "spark":
+        from receval.engines.spark_ope import read_spark_frame
+
+        log = read_spark_frame(args.logs, "logs", mapping)
+        target = read_spark_frame(args.target, "target", mapping)
+        logging_frame = read_spark_frame(args.logging, "logging", mapping) if args.logging else None
+        if "reward" not in log.columns and "click" in log.columns:
+            log = log.withColumn("reward", log["click"])
+    else:
+        log = _read_frame(args.logs, "logs", mapping)
+        target = _read_frame(args.target, "target", mapping)
+        logging_frame = _read_frame(args.logging, "logging", mapping) if args.logging else None
+        if "reward" not in log.columns and "click" in log.columns:
+            log["reward"] = log["click"]
     context = list(args.context or [])
     missing = [c for c in context if c not in log.columns]
     if missing:
         raise UsageError(f"--context column(s) {missing} not in the logs; they have {list(log.columns)}")
     needs_model = any(e.needs_model for e in estimators)
-    model = RewardModel(seed=args.seed) if needs_model else None
+    if args.q_hat_column and args.context:
+        raise UsageError("--context feeds the cross-fitted reward model; with --q-hat-column there is none")
+    model = RewardModel(seed=args.seed) if needs_model and not args.q_hat_column else None
     data = logged_feedback(
-        log, target, reward_range=reward_range, reward_model=model, context_columns=context if needs_model else (),
-        logging=logging_frame,
+        log, target, reward_range=reward_range, reward_model=model, context_columns=context if model else (),
+        logging=logging_frame, q_hat_column=args.q_hat_column if needs_model else None, engine=args.engine,
     )
     results = estimate_many(
         estimators, data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
@@ -372,7 +397,7 @@ def _cmd_ope(args: argparse.Namespace) -> int:
         "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,
         "clip": args.clip, "switch_threshold": args.switch_threshold, "dros_lam": args.dros_lam,
         "context": context, "reward_model": data.model, "n_rows": data.n_rows, "n_requests": data.n_units,
-        "support": data.support,
+        "support": data.support, "engine": "spark" if args.engine == "spark" else "polars",
     }
     _print_ope(args.output, names, results, settings,
                f"{args.level:.0%} intervals: {results[0].interval}; {data.n_rows} rows, {data.n_units} requests.")

@@ -145,3 +145,32 @@ def test_no_evaluable_request_is_an_error_not_a_nan(tmp_path, capsys):
     assert code == 2
     assert "at least one request must be evaluable" in err
     assert out == ""
+
+
+def test_engine_flag_reaches_evaluate_and_compare(tmp_path, capsys, monkeypatch):
+    # --engine streaming gives the in-memory numbers, and really runs the streaming engine
+    from receval.data.readers import read_file
+    from receval.engines import streaming
+
+    run, qrels = tmp_path / "run.parquet", tmp_path / "qrels.parquet"
+    read_file(TOY_RUN, kind="run").sort("request_id").write_parquet(run)
+    read_file(TOY_QRELS, kind="labels").write_parquet(qrels)
+    calls = []
+    real = streaming.score_streaming
+    monkeypatch.setattr(streaming, "score_streaming", lambda *a, **k: calls.append(1) or real(*a, **k))
+    docs = {}
+    for engine in ("polars", "streaming"):
+        code, out, err = run_cli(capsys, "evaluate", "--run", str(run), "--labels", str(qrels), "-m", "mrr",
+                                 "-m", "ndcg@3", "--output", "json", "--engine", engine)
+        assert code == 0, err
+        docs[engine] = json.loads(out)
+    assert docs["streaming"]["metrics"] == docs["polars"]["metrics"] and len(calls) == 1
+    for engine in ("polars", "streaming"):
+        code, out, err = run_cli(capsys, "compare", "--run", f"a={run}", "--run", f"b={run}", "--labels", str(qrels),
+                                 "-m", "mrr", "--output", "json", "--engine", engine)
+        assert code == 0, err
+        docs[engine] = json.loads(out)
+    assert docs["streaming"] == docs["polars"] and len(calls) == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--run", str(run), "--labels", str(qrels), "-m", "mrr", "--engine", "gpu"])
+    assert exc.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err

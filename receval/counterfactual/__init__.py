@@ -4,7 +4,8 @@ Build validated data with :func:`logged_feedback` (optionally with a
 cross-fitted :class:`RewardModel`), then call ``estimate`` on any estimator
 (:class:`DM`, :class:`IPS`, :class:`ClippedIPS`, :class:`SNIPS`, :class:`DR`,
 :class:`SNDR`, :class:`SwitchDR`, :class:`DROS`) or :func:`estimate_many`.
-Slates and the ``receval ope`` command come later.
+``logged_feedback`` also takes PySpark DataFrames (validated and reduced on
+Spark; docs/counterfactual.md "On Spark").
 """
 
 from receval.counterfactual._data import LoggedFeedback, logged_feedback

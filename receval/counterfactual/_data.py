@@ -11,6 +11,7 @@ per-position marginals.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,6 +176,11 @@ class LoggedFeedback:
         return len(self.reward)
 
     @property
+    def has_reward_estimates(self) -> bool:
+        """True when q_hat (``q_logged`` and ``q_target``) is available for DM and the DR family."""
+        return self.q_logged is not None and self.q_target is not None
+
+    @property
     def weight(self) -> np.ndarray:
         """Importance weights w = pi_e(a|x) / pi_b(a|x)."""
         return self.target_prob / self.propensity
@@ -216,9 +222,13 @@ class LoggedFeedback:
         return cls(u, n_units, r, p, t, ql, qt, (lo, hi))
 
 
-def _to_pandas(frame):
+def _to_pandas(frame, kind: str = "logs"):
     if frame is None:
         return None
+    if isinstance(frame, str | os.PathLike):  # a file read in memory (engine="polars")
+        from receval.data.readers import read_file
+
+        return read_file(frame, kind=kind).to_pandas()
     if hasattr(frame, "to_pandas"):
         return frame.to_pandas()
     return frame.copy()
@@ -234,6 +244,8 @@ def logged_feedback(
     context_columns: tuple[str, ...] | list[str] = (),
     tol: float = 1e-6,
     logging=None,
+    engine: str = "auto",
+    format: str = "auto",
 ) -> LoggedFeedback:
     """Validate logged feedback and a target policy, and reduce them to per-row arrays.
 
@@ -268,13 +280,35 @@ def logged_feedback(
         check: target mass on (request, item, position) triples the logger
         could never show (probability 0 or absent) is counted in ``support``
         and warned about. Needs ``target``.
+    engine : ``"auto"`` (default: Spark when ``log`` or ``target`` is a PySpark
+        DataFrame, else in memory), ``"polars"`` (in memory) or ``"spark"``
+        (frames, or paths read by Spark with ``format``). On Spark the rules
+        and errors are the same, the rows stay on Spark and the result is a
+        :class:`receval.engines.spark_ope.SparkFeedback` holding only counts
+        and diagnostics; ``estimate_many`` / ``Estimator.estimate`` then run one
+        Spark job returning per-request sums (docs/scale.md). Not on Spark:
+        ``reward_model`` (use ``q_hat_column``) and ``logging``.
+    format : file format of paths read by Spark (``auto``, ``parquet``, ``csv``,
+        ``tsv``, ``jsonl``).
 
     Raises
     ------
     InputError listing every violated rule with counts and examples.
     """
+    from receval.engines import resolve_engine
+
+    engine = resolve_engine(engine, log, target, logging)
+    if engine == "spark":
+        from receval.engines.spark_ope import spark_logged_feedback
+
+        return spark_logged_feedback(  # type: ignore[return-value]
+            log, target, reward_range=reward_range, reward_model=reward_model, q_hat_column=q_hat_column,
+            context_columns=context_columns, tol=tol, logging=logging, format=format,
+        )
+    if engine == "streaming":
+        raise UsageError("the off-policy estimators run in memory or on Spark: use engine='polars' or 'spark'")
     log = _to_pandas(log)
-    target = _to_pandas(target)
+    target = _to_pandas(target, "target")
     missing = [c for c in ("item_id", "reward", "propensity") if c not in log.columns]
     if missing:
         raise UsageError(f"log is missing required column(s) {missing}; it has {list(log.columns)}")
@@ -294,7 +328,7 @@ def logged_feedback(
         if bad_types:
             raise InputError("target", bad_types)
     if logging is not None:
-        logging = _to_pandas(logging).reset_index(drop=True)
+        logging = _to_pandas(logging, "logging").reset_index(drop=True)
         bad_types = _column_checks(logging, "logging", ("request_id", "item_id"), ("probability", "position"))
         if bad_types:
             raise InputError("logging", bad_types)

@@ -101,8 +101,16 @@ class Estimator:
     def _finish(self, sums: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _extra_diagnostics(self, d: LoggedFeedback) -> dict[str, Any]:
+    def _count_columns(self, d: LoggedFeedback) -> dict[str, np.ndarray]:
+        """Per-row indicators whose share of rows is a diagnostic (e.g. ``share_clipped``).
+
+        Defined per row like :meth:`_columns`, so every engine computes the
+        same counts (summed per unit on Spark, then over units).
+        """
         return {}
+
+    def _extra_diagnostics(self, d: LoggedFeedback) -> dict[str, Any]:
+        return _shares({k: float(np.sum(v)) for k, v in self._count_columns(d).items()}, d.n_rows)
 
     @property
     def label(self) -> str:
@@ -138,16 +146,24 @@ class Estimator:
     def point(self, data: LoggedFeedback) -> float:
         """Point estimate only."""
         self._check(data)
-        cols = self._columns(data)
-        sums = np.array([[float(c.sum()) for c in cols]])
+        if hasattr(data, "reduce_units"):  # per-unit sums computed where the rows are (e.g. on Spark)
+            sums = data.reduce_units([self]).sums.sum(axis=0)[None, :]
+        else:
+            cols = self._columns(data)
+            sums = np.array([[float(c.sum()) for c in cols]])
         return float(self._finish(sums)[0])
 
     def _check(self, d: LoggedFeedback) -> None:
-        if self.needs_model and (d.q_logged is None or d.q_target is None):
+        if self.needs_model and not d.has_reward_estimates:
             raise UsageError(
                 f"{self.label} needs reward-model estimates: build the data with logged_feedback(..., "
                 "target=..., reward_model=RewardModel()) or q_hat_column=..."
             )
+
+
+def _shares(counts: dict[str, float], n_rows: int) -> dict[str, float]:
+    """Diagnostics ``count / n_rows`` (NaN without rows)."""
+    return {k: v / n_rows if n_rows else math.nan for k, v in counts.items()}
 
 
 def _unit_sums(d: LoggedFeedback, cols: list[np.ndarray]) -> np.ndarray:
@@ -200,35 +216,71 @@ def _delta_ses(S: np.ndarray, spans, finishes) -> list[float]:
     return [float(v) if good else math.nan for v, good in zip(se, ok, strict=True)]
 
 
-def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
-    w = d.weight
-    n = d.n_rows
-    s1 = float(w.sum())
-    # ESS = (sum w)^2 / sum w^2, on w / max(w) so that weights near 1e300 do not overflow
+@dataclass(frozen=True)
+class WeightSummary:
+    """The numbers the weight diagnostics are made of (w = pi_e / pi_b over all rows).
+
+    ``scale`` is max(w) when it is positive and finite, else 1; ``ws_sum``,
+    ``ws_sq`` and ``ws_std`` (ddof=1) are of w / scale, so that weights near
+    1e300 do not overflow. Locally they come from the per-row weights
+    (:func:`_weight_summary`); on Spark from per-request partial sums
+    combined on the driver (receval.engines.spark_ope), quantiles exact.
+    """
+
+    n_rows: int
+    n_units: int
+    total: float  # sum w
+    top: float  # max w
+    scale: float
+    ws_sum: float
+    ws_sq: float
+    ws_std: float
+    q50: float
+    q90: float
+    q99: float
+
+
+def _weight_summary(w: np.ndarray, n_units: int) -> WeightSummary:
+    n = len(w)
     top = float(w.max()) if n else 0.0
-    ws = w / top if top > 0 and math.isfinite(top) else w
-    s2 = float((ws * ws).sum())
-    ess = float(ws.sum()) ** 2 / s2 if s2 > 0 else 0.0
+    scaled = top > 0 and math.isfinite(top)
+    ws = w / top if scaled else w
     q50, q90, q99 = np.quantile(w, [0.5, 0.9, 0.99]) if n else (math.nan,) * 3
-    mean_w = s1 / n if n else math.nan
-    se_w = float(ws.std(ddof=1) * (top if ws is not w else 1.0) / math.sqrt(n)) if n > 1 else math.nan
+    return WeightSummary(
+        n, n_units, float(w.sum()), top if n else math.nan, top if scaled else 1.0, float(ws.sum()),
+        float((ws * ws).sum()), float(ws.std(ddof=1)) if n > 1 else math.nan, float(q50), float(q90), float(q99),
+    )
+
+
+def _weight_diagnostics(d: LoggedFeedback) -> tuple[dict[str, Any], list[str]]:
+    return _diagnostics_from(_weight_summary(d.weight, d.n_units), d.support, d.warnings)
+
+
+def _diagnostics_from(
+    s: WeightSummary, support: dict[str, Any], data_warnings: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    n = s.n_rows
+    # ESS = (sum w)^2 / sum w^2, on w / max(w) so that weights near 1e300 do not overflow
+    ess = s.ws_sum ** 2 / s.ws_sq if s.ws_sq > 0 else 0.0
+    mean_w = s.total / n if n else math.nan
+    se_w = s.ws_std * s.scale / math.sqrt(n) if n > 1 else math.nan
     diag = {
         "n_rows": n,
-        "n_units": d.n_units,
+        "n_units": s.n_units,
         "ess": ess,
         "ess_share": ess / n if n else math.nan,
-        "max_weight": float(w.max()) if n else math.nan,
-        "weight_q50": float(q50),
-        "weight_q90": float(q90),
-        "weight_q99": float(q99),
+        "max_weight": s.top if n else math.nan,
+        "weight_q50": s.q50,
+        "weight_q90": s.q90,
+        "weight_q99": s.q99,
         "mean_weight": mean_w,
         "mean_weight_se": se_w,
-        "unsupported_pairs": d.support.get("unsupported_pairs"),
-        "unsupported_target_mass": d.support.get("unsupported_target_mass"),
-        "context_unsupported_triples": d.support.get("context_unsupported_triples"),
-        "context_unsupported_target_mass": d.support.get("context_unsupported_target_mass"),
+        "unsupported_pairs": support.get("unsupported_pairs"),
+        "unsupported_target_mass": support.get("unsupported_target_mass"),
+        "context_unsupported_triples": support.get("context_unsupported_triples"),
+        "context_unsupported_target_mass": support.get("context_unsupported_target_mass"),
     }
-    warns = list(d.warnings)
+    warns = list(data_warnings)
     if n and ess / n < ESS_WARN_SHARE:
         warns.append(
             f"ESS is {ess / n:.1%} of rows: the estimate rests on about {ess:.0f} of {n} rows "
@@ -296,13 +348,11 @@ def estimate_many(
         raise UsageError(f"level must lie in (0, 1), got {level}")
     for e in estimators:
         e._check(data)
-    cols: list[np.ndarray] = []
-    spans = []
-    for e in estimators:
-        c = e._columns(data)
-        spans.append((len(cols), len(cols) + len(c)))
-        cols.extend(c)
-    S = _unit_sums(data, cols)
+    if hasattr(data, "reduce_units"):  # rows elsewhere (Spark): only per-unit sums come back
+        red = data.reduce_units(estimators)
+    else:
+        red = _reduce_local(estimators, data)
+    S, spans = red.sums, red.spans
     values, low, high, method = _values_and_intervals(
         S, spans, estimators, data.n_units, interval=interval, level=level, n_boot=n_boot, seed=seed
     )
@@ -324,11 +374,11 @@ def estimate_many(
         for i, j in enumerate(model_based):
             low[j], high[j] = rl[i], rh[i]
         refit_how = f"bootstrap (multinomial, {refit_boot} resamples of units, reward model refitted on each)"
-    base_diag, base_warns = _weight_diagnostics(data)
+    base_diag, base_warns = _diagnostics_from(red.summary, data.support, data.warnings)
     out = []
     for j, e in enumerate(estimators):
         diag = dict(base_diag)
-        diag.update(e._extra_diagnostics(data))
+        diag.update(_shares(red.counts[j], red.summary.n_rows))
         if data.model is not None and e.needs_model:
             diag["reward_model"] = data.model
         warns = list(base_warns)
@@ -363,6 +413,44 @@ def estimate_many(
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class UnitReduction:
+    """What the statistics need from the rows, for a list of estimators.
+
+    sums : (n_units, k) per-unit sums of every estimator's ``_columns``, units
+        in canonical order (the order of ``LoggedFeedback.unit``)
+    spans : (lo, hi) column range of each estimator in ``sums``
+    summary : the weight diagnostics' numbers
+    counts : per estimator, totals of its ``_count_columns``
+    """
+
+    sums: np.ndarray
+    spans: list[tuple[int, int]]
+    summary: WeightSummary
+    counts: list[dict[str, float]]
+
+
+def column_spans(estimators: Sequence[Estimator], d: LoggedFeedback) -> list[tuple[int, int]]:
+    """Column range of each estimator in the stacked per-unit sums."""
+    spans, k = [], 0
+    for e in estimators:
+        n = len(e._columns(d))
+        spans.append((k, k + n))
+        k += n
+    return spans
+
+
+def _reduce_local(estimators: Sequence[Estimator], data: LoggedFeedback) -> UnitReduction:
+    cols: list[np.ndarray] = []
+    spans = []
+    for e in estimators:
+        c = e._columns(data)
+        spans.append((len(cols), len(cols) + len(c)))
+        cols.extend(c)
+    counts = [{k: float(np.sum(v)) for k, v in e._count_columns(data).items()} for e in estimators]
+    return UnitReduction(_unit_sums(data, cols), spans, _weight_summary(data.weight, data.n_units), counts)
 
 
 def _refit_replicates(
@@ -444,8 +532,8 @@ class ClippedIPS(Estimator):
     def _finish(self, s):
         return _ratio(s[:, 0], s[:, 1])
 
-    def _extra_diagnostics(self, d):
-        return {"share_clipped": float(np.mean(d.weight > self.clip)) if d.n_rows else math.nan}
+    def _count_columns(self, d):
+        return {"share_clipped": d.weight > self.clip}
 
 
 @dataclass(frozen=True)
@@ -533,12 +621,8 @@ class SwitchDR(Estimator):
     def _finish(self, s):
         return _ratio(s[:, 0], s[:, 1])
 
-    def _extra_diagnostics(self, d):
-        return {
-            "share_switched_to_dm": float(np.mean(d.weight > self.threshold))
-            if d.n_rows
-            else math.nan
-        }
+    def _count_columns(self, d):
+        return {"share_switched_to_dm": d.weight > self.threshold}
 
 
 @dataclass(frozen=True)

@@ -55,5 +55,5 @@ class Lift(Estimator):
         logged = _ratio(s[:, m], s[:, m + 1])
         return _ratio(v, logged) - 1.0 if self.relative else v - logged
 
-    def _extra_diagnostics(self, d):
-        return self.base._extra_diagnostics(d)
+    def _count_columns(self, d):
+        return self.base._count_columns(d)

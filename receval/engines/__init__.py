@@ -9,6 +9,10 @@
   by request, each partition streamed through the same numpy kernel with
   ``mapInArrow`` (:mod:`.spark`).
 
+The off-policy estimators run on Spark too (:mod:`.spark_ope`:
+``logged_feedback`` on Spark DataFrames, the estimators' own per-row columns
+summed per request inside ``mapInArrow``).
+
 The chunked engines share the per-chunk code (:mod:`._chunks`) and the driver
 side that turns per-request rows into statistics (:mod:`._assemble`), so a
 metric is defined once and computed by the same numpy code everywhere.
