@@ -629,3 +629,22 @@ def test_polars_input_matches_pandas():
     for est in (IPS(), SNIPS(), DR(), DM()):
         assert est.point(a) == est.point(b)
     np.testing.assert_array_equal(a.target_prob, s.log["target_probability"].to_numpy())
+
+
+def test_non_finite_reward_estimates_are_input_errors():
+    # a NaN q_hat used to pass through DM / DR as a NaN estimate
+    s = simulate(40, n_items=4, n_positions=1, seed=5)
+    log = s.log.assign(q_true=s.log["q_true"].where(s.log.index % 7 != 3))  # 6 NaN rows
+    with pytest.raises(InputError) as e:
+        logged_feedback(log, s.target, q_hat_column="q_true")
+    (v,) = e.value.violations
+    assert e.value.frame == "log" and v.column == "q_true" and v.n_rows == 6 and "finite" in v.rule
+    assert "row 3 (nan)" in str(e.value)
+    target = s.target.assign(q_true=np.where(s.target.index == 1, np.inf, s.target["q_true"]))
+    with pytest.raises(InputError) as e:
+        logged_feedback(s.log, target, q_hat_column="q_true")
+    assert e.value.frame == "target" and e.value.violations[0].n_rows == 1
+    with pytest.raises(InputError, match="q_target"):
+        LoggedFeedback.from_arrays([1.0, 0.0], [0.5, 0.5], [0.5, 0.5], q_logged=[0.1, 0.2], q_target=[0.1, np.nan])
+    with pytest.raises(UsageError, match="one value per row"):
+        LoggedFeedback.from_arrays([1.0, 0.0], [0.5, 0.5], [0.5, 0.5], q_logged=[0.1], q_target=[0.1, 0.2])

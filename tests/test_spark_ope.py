@@ -217,6 +217,9 @@ def _bad_cases():
         "text-propensity": (log.assign(propensity=log["propensity"].astype(str)), target, {}),
         "float-item-ids": (log.assign(item_id=log["item_id"].astype(float)), target, {}),
         "null-request-id": (log.assign(request_id=np.where(log.index == 5, None, log["request_id"])), target, {}),
+        "q-hat-nan-in-log": (log.assign(q_hat=np.where(first, np.nan, log["q_hat"])), target, {"q_hat_column": "q_hat"}),
+        "q-hat-inf-in-target": (log, target.assign(q_hat=np.where(target.index == 2, np.inf, target["q_hat"])),
+                                {"q_hat_column": "q_hat"}),
     }
 
 

@@ -219,6 +219,13 @@ class LoggedFeedback:
             raise UsageError("give both q_logged and q_target, or neither")
         ql = None if q_logged is None else np.asarray(q_logged, dtype=np.float64)
         qt = None if q_target is None else np.asarray(q_target, dtype=np.float64)
+        for name, q in (("q_logged", ql), ("q_target", qt)):
+            if q is not None and len(q) != len(r):
+                raise UsageError(f"{name} must have one value per row ({len(r)}), got {len(q)}")
+            bad = np.flatnonzero(~np.isfinite(q)) if q is not None else ()
+            if len(bad):
+                raise InputError("logged feedback", [Violation(name, "must be finite (a reward estimate)", len(bad),
+                                                               _examples(q, bad))])
         return cls(u, n_units, r, p, t, ql, qt, (lo, hi))
 
 
@@ -327,6 +334,16 @@ def logged_feedback(
                                    ("probability", "position") + ((q_hat_column,) if q_hat_column else ()))
         if bad_types:
             raise InputError("target", bad_types)
+    if q_hat_column is not None:  # a NaN estimate would pass through DM / DR as a NaN value
+        for name, frame in (("log", log), ("target", target)):
+            if frame is None or q_hat_column not in frame.columns:
+                continue
+            q = frame[q_hat_column].to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.flatnonzero(~np.isfinite(q))
+            if len(bad):
+                raise InputError(name, [Violation(q_hat_column, "must be finite (a reward estimate)", len(bad),
+                                                  _examples(q, bad),
+                                                  "fill or drop the rows without an estimate explicitly")])
     if logging is not None:
         logging = _to_pandas(logging, "logging").reset_index(drop=True)
         bad_types = _column_checks(logging, "logging", ("request_id", "item_id"), ("probability", "position"))

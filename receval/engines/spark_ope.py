@@ -292,6 +292,8 @@ def spark_logged_feedback(
     }
     if no_target:
         preds["target_probability"] = _bad_unit(F.col("target_prob"), open_low=False)
+    if q_hat_column is not None:
+        preds["q_hat"] = _not_finite(F.col("q_logged"))
     if reward_range is not None:
         preds["reward_range"] = ~_not_finite(r) & ((r < lo_r) | (r > hi_r))
     finite_r = F.when(~_not_finite(r), r)
@@ -301,6 +303,10 @@ def spark_logged_feedback(
     n_rows = int(row["__n"])
     counts = {k: int(row[k]) for k in preds}
 
+    if q_hat_column is not None and counts["q_hat"]:  # the local order: before the other value rules
+        raise InputError("log", [Violation(q_hat_column, "must be finite (a reward estimate)", counts["q_hat"],
+                                           _row_examples(lg, preds["q_hat"], "q_logged"),
+                                           "fill or drop the rows without an estimate explicitly")])
     violations: list[Violation] = []
     if counts["position"]:
         violations.append(Violation("position", "must be >= 1", counts["position"],
@@ -360,6 +366,13 @@ def _check_target(lg, target, q_hat_column, tol, violations):
     if q_hat_column is not None:
         tcols.append(F.col(q_hat_column).cast("double").alias("q"))
     t = target.select(*tcols)
+    if q_hat_column is not None:
+        bad_q = _not_finite(F.col("q"))
+        n_bad_q = t.filter(bad_q).count()
+        if n_bad_q:
+            raise InputError("target", [Violation(q_hat_column, "must be finite (a reward estimate)", n_bad_q,
+                                                  _row_examples(t, bad_q, "q"),
+                                                  "fill or drop the rows without an estimate explicitly")])
     p = F.col("probability")
     bad_p = _bad_unit(p, open_low=False)
     n_bad = t.filter(bad_p).count()
