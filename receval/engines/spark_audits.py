@@ -270,7 +270,7 @@ def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_row
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    chunk = _user_chunk_rows if key == "user_id" else _chunk_rows
+    chunk = _user_chunk_rows if key == "user_id" else _rank_chunk_rows if kernel.audit == "rank" else _chunk_rows
 
     def emit(table):
         out = chunk(table, kernel)
@@ -489,6 +489,83 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
     if rows.height == 0:
         raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
     return rows.select("request_id", *(["user_id"] if has_user else []), *[f"m{j}" for j in range(kernel.width)])
+
+
+# ---------------------------------------------------------------------------
+# exposure_audit: the ranked top-k rows computed on Spark
+# ---------------------------------------------------------------------------
+
+
+def _rank_chunk_rows(table, kernel: RequestKernel):
+    """The ranked top-k rows of one request-complete chunk (the local ``_run_frame`` checks and
+    ``rank_rows``), or an error row."""
+    import polars as pl
+
+    from receval.audits._rank import rank_rows
+    from receval.audits.exposure import _run_frame
+
+    try:
+        frame = _run_frame(pl.from_arrow(table))
+    except InputError as err:
+        return pl.DataFrame({"__kind": [KIND_ERROR], "__error": [_error_payload(err)]},
+                            schema={"__kind": pl.Int8, "__error": pl.String})
+    ranked = rank_rows(frame, kernel.k, ("request_id", "sample_id"))
+    return ranked.with_columns(__kind=pl.lit(KIND_REQUEST, dtype=pl.Int8))
+
+
+def ranked_rows_spark(run: Any, k: int | None, *, chunk_rows: int | None = None):
+    """The top-k rows of every (request, sample) block of ``run`` ranked on Spark, as the local
+    ``rank_rows(_run_frame(run), k, ("request_id", "sample_id"))`` returns them: a polars frame
+    (request_id, item_id, score, sample_id, rank), blocks in (request_id, sample_id) order.
+
+    Checks before the shuffle: required columns, nulls, numeric and finite scores (one aggregation
+    job, the local rules); repeated items within a block come back from the tasks. Only the top-k
+    rows reach the driver (``k=None``: every row: the whole run).
+    """
+    import polars as pl
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from receval.engines import spark as engine
+
+    spark = engine._session(run)
+    run_df = _audit_frame(run, spark, name="run", required=("request_id", "item_id", "score"),
+                          optional=("sample_id",), hint="a run has request_id, item_id, score")
+    _check_values(run_df, None)
+    types = {"request_id": _polars_int(run_df.schema["request_id"].dataType),
+             "run_item_id": _polars_int(run_df.schema["item_id"].dataType)}
+    sample = F.col("sample_id") if "sample_id" in run_df.columns else F.lit(0).cast("long").alias("sample_id")
+    rows_df = run_df.select("request_id", "item_id", F.col("score").cast("double").alias("score"), sample)
+    rows_df = rows_df.repartition("request_id").sortWithinPartitions("request_id")
+    schema = T.StructType([
+        T.StructField("request_id", rows_df.schema["request_id"].dataType, True),
+        T.StructField("item_id", rows_df.schema["item_id"].dataType, True),
+        T.StructField("score", T.DoubleType(), True),
+        T.StructField("sample_id", rows_df.schema["sample_id"].dataType, True),
+        T.StructField("rank", T.LongType(), True),
+        T.StructField("__kind", T.ByteType(), True),
+        T.StructField("__item", T.StringType(), True),
+        T.StructField("__rank", T.LongType(), True),
+        T.StructField("__n", T.LongType(), True),
+        T.StructField("__error", T.StringType(), True),
+    ])
+    arrow_schema = to_arrow_schema(schema)
+    kernel = RequestKernel("rank", b"", 0, k, False, False)
+    rows_per_chunk = int(chunk_rows or engine.CHUNK_ROWS)
+
+    def fn(batches):
+        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk)
+
+    with engine._quiet_pandas_check():
+        out = rows_df.mapInArrow(fn, schema)
+    rows = pl.from_arrow(engine._collect_arrow(out))
+    _raise_kernel_errors(rows, "groups", types, frames=("run",), unknown_order=())
+    rows = rows.filter(pl.col("__kind") == KIND_REQUEST)
+    rows = rows.with_columns(_typed(rows["request_id"], types["request_id"]),
+                             _typed(rows["item_id"], types["run_item_id"]))
+    return rows.select("request_id", "item_id", "score", "sample_id", "rank").sort(
+        "request_id", "sample_id", "rank")
 
 
 # ---------------------------------------------------------------------------
