@@ -80,6 +80,57 @@ def test_csc_kernel_does_not_depend_on_threads():
         np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("runs", [False, True])
+def test_csc_kernel_sums_do_not_depend_on_row_width_or_threads(runs):
+    # wider weight rows (several cache lines per unit) and threads splitting units and columns only
+    # regroup the replicates: every sum is the same number, and (runs=False) the CSR kernel's
+    x = _sparse(3000, 120, 0.04, 8)
+    x.data[::53] = np.nan
+    c = x.tocsc()
+    col = np.repeat(np.arange(120), np.diff(c.indptr))
+    if runs:  # few distinct values, stored value by value: long runs
+        c.data = np.round(c.data) / 4
+        o = np.lexsort((c.indices, c.data, col))
+        c.indices, c.data = c.indices[o], c.data[o]
+    ref, wref = K.poisson_sums_csr(x.indptr, x.indices, x.data, 120, 7, 607, ROOT) if not runs else (None, None)
+    base, wbase = K.poisson_sums_csc(c.indptr, c.indices, c.data, 3000, 7, 607, ROOT, runs=runs, threads=1,
+                                     width=K.LINE)
+    if not runs:
+        np.testing.assert_array_equal(base, ref)
+        np.testing.assert_array_equal(wbase, wref)
+    for width in (2 * K.LINE, 4 * K.LINE, 3 * K.LINE):
+        for threads in (1, 2, 3):
+            got, wgot = K.poisson_sums_csc(c.indptr, c.indices, c.data, 3000, 7, 607, ROOT, runs=runs,
+                                           threads=threads, width=width)
+            np.testing.assert_array_equal(got, base)
+            np.testing.assert_array_equal(wgot, wbase)
+    with pytest.raises(ValueError):
+        K.poisson_sums_csc(c.indptr, c.indices, c.data, 3000, 0, 10, ROOT, width=100)
+
+
+def test_lane_width_grows_with_the_replicates_and_stays_under_the_memory_bound():
+    assert K.lane_width(1000, 10) == K.LINE
+    assert K.lane_width(1000, 200) == 2 * K.LINE
+    assert K.lane_width(1000, 1000) == K.WIDE_LINES * K.LINE
+    big = K.LANE_BYTES_MAX // K.LINE  # units whose one-line rows fill the bound
+    assert K.lane_width(big, 1000) == K.LINE
+    assert K.lane_width(big // 2, 1000) == 2 * K.LINE
+
+
+def test_lane_weight_rows_of_any_width_and_unit_range_are_the_kernel_weights():
+    starts, gammas = K._streams(np.uint64(ROOT), 3, 3 + 300)
+    w = K.poisson_weights(500, 3, 303, ROOT)
+    lanes = np.zeros((500, 3 * K.LINE), dtype=np.uint8)
+    tot = np.zeros(6 * K.LINE, dtype=np.int64)
+    for u0, u1 in ((0, 170), (170, 171), (171, 500)):  # pieces: the rows of the whole range
+        assert K._lane_weights_range(starts, gammas, K._thresholds(), True, lanes, u0, u1, tot)
+    nib = np.concatenate([lanes & 15, lanes >> 4], axis=1).T  # replicate r in byte r % L, high nibble from L
+    np.testing.assert_array_equal(nib[:300], w)
+    assert not nib[300:].any()
+    np.testing.assert_array_equal(tot[:300], w.sum(axis=1))
+    assert not tot[300:].any()
+
+
 def test_lane_weights_are_the_kernel_weights_in_nibbles_and_bytes():
     starts, gammas = K._streams(np.uint64(ROOT), 5, 5 + 100)
     lanes = np.empty((700, K.LINE), dtype=np.uint8)
@@ -99,14 +150,14 @@ def test_csc_kernel_falls_back_to_bytes_when_a_weight_exceeds_15(monkeypatch):
     # a weight above 15 has probability 1.3e-14: force the fallback by refusing nibbles
     x = _sparse(1500, 40, 0.05, 5).tocsc()
     ref, wref = K.poisson_sums_csc(x.indptr, x.indices, x.data, 1500, 0, 200, ROOT, runs=True, threads=1)
-    real = K._lane_weights
+    real = K._lane_weights_range
     calls = []
 
-    def refuse(starts, gammas, t, nib, lanes, wsum):
+    def refuse(starts, gammas, t, nib, lanes, u0, u1, tot):
         calls.append(nib)
-        return False if nib else real(starts, gammas, t, nib, lanes, wsum)
+        return False if nib else real(starts, gammas, t, nib, lanes, u0, u1, tot)
 
-    monkeypatch.setattr(K, "_lane_weights", refuse)
+    monkeypatch.setattr(K, "_lane_weights_range", refuse)
     got, wgot = K.poisson_sums_csc(x.indptr, x.indices, x.data, 1500, 0, 200, ROOT, runs=True, threads=1)
     assert True in calls and False in calls
     np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)

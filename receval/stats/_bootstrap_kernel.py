@@ -49,8 +49,11 @@ REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a 
 MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
 _FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
-LINE = 64  # bytes of a unit's weights in the CSC kernel: one cache line
-LANES = 2 * LINE  # replicates of one block of the CSC kernel: 4 bits per weight
+LINE = 64  # bytes of a cache line: the narrowest row of the CSC kernel's weight matrix
+LANES = 2 * LINE  # replicates of one 64-byte row of the CSC kernel: 4 bits per weight
+WIDE_LINES = 4  # cache lines per unit at most in the CSC kernel (512 replicates per pass)
+WIDE_LANES = 2 * LINE * WIDE_LINES
+LANE_BYTES_MAX = 256 << 20  # the CSC kernel's weight matrix (units x row bytes) stays below this
 PREFETCH = 16  # entries ahead whose weights the CSC kernel asks the CPU to load
 RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (20 * 3000 < 2^16)
 
@@ -300,17 +303,17 @@ def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out
 
 
 @nb.extending.intrinsic
-def _prefetch(typingctx, arr, row):
-    """Hint the CPU to load the cache line of arr[row, 0] (llvm.prefetch: read, high locality)."""
+def _prefetch_at(typingctx, arr, row, col):
+    """Hint the CPU to load the cache line of arr[row, col] (llvm.prefetch: read, high locality)."""
     from llvmlite import ir
     from numba.core import cgutils
 
-    sig = nb.types.void(arr, row)
+    sig = nb.types.void(arr, row, col)
 
     def codegen(context, builder, signature, args):
-        aryty, rowty = signature.args
+        aryty, rowty, colty = signature.args
         ary = context.make_array(aryty)(context, builder, args[0])
-        index = [context.cast(builder, args[1], rowty, nb.types.intp), context.get_constant(nb.types.intp, 0)]
+        index = [context.cast(builder, args[1], rowty, nb.types.intp), context.cast(builder, args[2], colty, nb.types.intp)]
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
@@ -322,31 +325,32 @@ def _prefetch(typingctx, arr, row):
 
 
 @nb.njit(cache=True, nogil=True)
-def _lane_weights(starts, gammas, t, nib, lanes, wsum):
-    """Weights of replicates r < len(starts) of every unit i into the 64-byte line lanes[i].
+def _lane_weights_range(starts, gammas, t, nib, lanes, u0, u1, tot):
+    """Weights of replicates r < len(starts) of the units u0..u1-1 into their rows lanes[i].
 
-    ``nib``: 4 bits per weight, replicate r in byte r % 64, low nibble for
-    r < 64, high nibble above (up to LANES = 128 replicates); returns False,
-    leaving the lines unusable, when some weight exceeds 15 (P = 1.3e-14 per
-    draw). Otherwise one byte per weight, replicate r in byte r (up to 64).
-    Unused lanes are 0 (their stream stays at 0, and mix64(0) = 0 < T_0).
-    Unit by unit, all replicates at once (vectorised across replicates), so a
-    line is written whole. wsum[r] += the replicate's weight total.
+    A row holds L = lanes.shape[1] bytes (a multiple of 64: whole cache lines).
+    ``nib``: 4 bits per weight, replicate r in byte r % L, low nibble for r < L,
+    high nibble above (up to 2L replicates); returns False, leaving the rows
+    unusable, when some weight exceeds 15 (P = 1.3e-14 per draw). Otherwise one
+    byte per weight, replicate r in byte r (up to L). Unused lanes are 0 (their
+    stream stays at 0, and mix64(0) = 0 < T_0). Unit by unit, all replicates at
+    once (vectorised across replicates), so a row is written whole.
+    tot[r] += the replicate's weight total over the units (integers: exact).
     """
-    n = lanes.shape[0]
+    width = lanes.shape[1]
+    nl = 2 * width if nib else width
     m = len(starts)
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
-    z = np.zeros(LANES, dtype=np.uint64)
-    g = np.zeros(LANES, dtype=np.uint64)
+    z = np.zeros(nl, dtype=np.uint64)
+    g = np.zeros(nl, dtype=np.uint64)
     for r in range(m):
-        z[r] = starts[r]
         g[r] = gammas[r]
-    c = np.zeros(LANES, dtype=np.uint8)
-    tot = np.zeros(LANES, dtype=np.int64)
-    for i in range(n):
+        z[r] = starts[r] + _U64(u0) * gammas[r]  # output u0 of the stream is the next one
+    c = np.zeros(nl, dtype=np.uint8)
+    for i in range(u0, u1):
         tail = 0
-        for r in range(LANES):
+        for r in range(nl):
             zz = z[r] + g[r]
             z[r] = zz
             u = _mix64(zz)
@@ -362,16 +366,27 @@ def _lane_weights(starts, gammas, t, nib, lanes, wsum):
                     if nib and w > 15:
                         return False
                     c[r] = np.uint8(w)
-        for r in range(LANES):
+        for r in range(nl):
             tot[r] += c[r]
         dst = lanes[i]
         if nib:
-            for j in range(LINE):
-                dst[j] = c[j] | (c[j + LINE] << np.uint8(4))
+            for j in range(width):
+                dst[j] = c[j] | (c[j + width] << np.uint8(4))
         else:
-            for j in range(LINE):
+            for j in range(width):
                 dst[j] = c[j]
-    for r in range(m):
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _lane_weights(starts, gammas, t, nib, lanes, wsum):
+    """Weights of replicates r < len(starts) of every unit i into the row lanes[i] (see
+    ``_lane_weights_range``); wsum[r] += the replicate's weight total. False: a weight above 15
+    under ``nib``."""
+    tot = np.zeros(2 * lanes.shape[1], dtype=np.int64)
+    if not _lane_weights_range(starts, gammas, t, nib, lanes, 0, lanes.shape[0], tot):
+        return False
+    for r in range(len(starts)):
         wsum[r] += tot[r]
     return True
 
@@ -380,59 +395,67 @@ def _lane_weights(starts, gammas, t, nib, lanes, wsum):
 def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
     """out[r, c] = sum over the entries p of column c of w_r(rows[p]) * data[p], for r < out.shape[0].
 
-    ``runs=False``: each entry's product is added in entry order: the same
-    products and additions as the CSR kernel's accumulation into a column (a
-    unit with weight 0 adds +0.0, which leaves a sum unchanged; a non-finite
-    value is skipped under weight 0, as there). ``runs=True``: the weights of
-    a run of equal values are added as integers (exactly), then multiplied by
-    the value once.
+    ``lanes``: a row of L bytes per unit (``_lane_weights``); ``colptr`` may be
+    a slice of a larger matrix's (absolute entry positions), ``out`` then the
+    matching columns. ``runs=False``: each entry's product is added in entry
+    order: the same products and additions as the CSR kernel's accumulation
+    into a column (a unit with weight 0 adds +0.0, which leaves a sum
+    unchanged; a non-finite value is skipped under weight 0, as there).
+    ``runs=True``: the weights of a run of equal values are added as integers
+    (exactly), then multiplied by the value once. Every replicate's arithmetic
+    is the same whatever L: the row width changes only how many replicates
+    share one pass over the entries.
     """
-    acc = np.zeros(LANES)
-    ilo = np.zeros(LINE, dtype=np.uint16)
-    ihi = np.zeros(LINE, dtype=np.uint16)
-    flo = np.zeros(LINE)
-    fhi = np.zeros(LINE)
+    width = lanes.shape[1]
+    nl = 2 * width if nib else width
+    acc = np.zeros(nl)
+    ilo = np.zeros(width, dtype=np.uint16)
+    ihi = np.zeros(width, dtype=np.uint16)
+    flo = np.zeros(width)
+    fhi = np.zeros(width)
     m = out.shape[0]
     nnz = len(rows)
     run_max = RUN_MAX if runs else 1  # 15 (nibbles) or 20 times RUN_MAX fits in 16 bits
     for c in range(len(colptr) - 1):
-        for r in range(LANES):
+        for r in range(nl):
             acc[r] = 0.0
         p = colptr[c]
         e = colptr[c + 1]
         while p < e:
             v = data[p]
-            for j in range(LINE):
+            for j in range(width):
                 ilo[j] = 0
                 ihi[j] = 0
             stop = min(e, p + run_max)
             while True:
                 if p + PREFETCH < nnz:
-                    _prefetch(lanes, rows[p + PREFETCH])
+                    ahead = rows[p + PREFETCH]
+                    for q in range(0, width, LINE):
+                        _prefetch_at(lanes, ahead, q)
                 wi = lanes[rows[p]]
                 if nib:
-                    for j in range(LINE):
+                    for j in range(width):
                         ilo[j] += wi[j] & np.uint8(15)
                         ihi[j] += wi[j] >> np.uint8(4)
                 else:
-                    for j in range(LINE):
+                    for j in range(width):
                         ilo[j] += wi[j]
                 p += 1
                 if p >= stop or not (data[p] == v):
                     break
             if math.isfinite(v):
-                for j in range(LINE):
+                for j in range(width):
                     flo[j] = np.float64(ilo[j]) * v
                     fhi[j] = np.float64(ihi[j]) * v
             else:
-                for j in range(LINE):
+                for j in range(width):
                     flo[j] = np.float64(ilo[j]) * v if ilo[j] != 0 else 0.0
                     fhi[j] = np.float64(ihi[j]) * v if ihi[j] != 0 else 0.0
-            for j in range(LINE):
+            for j in range(width):
                 acc[j] += flo[j]
             if nib:
-                for j in range(LINE):
-                    acc[LINE + j] += fhi[j]
+                for j in range(width):
+                    acc[width + j] += fhi[j]
         for r in range(m):
             out[r, c] = acc[r]
 
@@ -786,6 +809,16 @@ def poisson_sums_csr(
     return out, wsum
 
 
+def lane_width(n_units: int, n_replicates: int) -> int:
+    """Bytes per unit of the CSC kernel's weight rows: the fewest cache lines (at most
+    ``WIDE_LINES``) that hold ``n_replicates`` nibbles, fewer when the rows would pass
+    ``LANE_BYTES_MAX``."""
+    lines = 1
+    while lines < WIDE_LINES and 2 * LINE * lines < n_replicates and 2 * lines * LINE * max(n_units, 1) <= LANE_BYTES_MAX:
+        lines *= 2
+    return LINE * lines
+
+
 def poisson_sums_csc(
     colptr: np.ndarray,
     rows: np.ndarray,
@@ -797,14 +830,19 @@ def poisson_sums_csc(
     *,
     runs: bool = False,
     threads: int | None = None,
+    width: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replicate sums of a sparse statistics matrix given by columns (CSC: units x columns).
 
-    The same weights as :func:`poisson_sums`. Replicates run in blocks of
-    ``LANES``: a block first writes the weights of all units into a
-    (units x LANES) byte matrix, one cache line per unit, then sums each column
-    over its entries for all lanes at once, loading one cache line per entry
-    (requested ``PREFETCH`` entries ahead). The CSR kernel instead streams the
+    The same weights as :func:`poisson_sums`. Replicates run in passes of 2L
+    (L = ``width`` bytes, whole cache lines, default :func:`lane_width`): a pass
+    first writes the weights of all units into a (units x L) byte matrix, 4 bits
+    per weight, one row of L / 64 adjacent cache lines per unit, then sums each
+    column over its entries for all 2L replicates at once, loading one row per
+    entry (requested ``PREFETCH`` entries ahead). The loads are random (a
+    column's units are spread over the matrix) and their latency sets the cost,
+    so the wider the row the fewer the passes and the loads: adjacent lines come
+    at little more than the cost of one. The CSR kernel instead streams the
     whole matrix once per replicate and scatters into a row as wide as the
     matrix, which thrashes the cache when there are many columns.
 
@@ -814,41 +852,79 @@ def poisson_sums_csc(
     of equal values (store a column value by value to make them long): integer
     weight sums, one multiplication per run; the same sums up to float rounding.
 
-    Blocks run on ``threads`` threads, each with its own n_units x LANES bytes;
-    the sums do not depend on the split. Returns (sums of shape
-    (b1 - b0, n_columns), weight totals).
+    Threads split the units when writing the weights and the columns (by
+    entries) when summing; one weight matrix is shared. Neither ``threads`` nor
+    ``width`` changes a sum: each replicate's additions happen in the same
+    order. Returns (sums of shape (b1 - b0, n_columns), weight totals).
     """
     colptr = np.ascontiguousarray(colptr, dtype=np.int64)
     rows = np.ascontiguousarray(rows, dtype=np.int32 if rows.dtype == np.int32 else np.int64)
     data = np.ascontiguousarray(data, dtype=np.float64)
     n = int(n_units)
     nb_ = b1 - b0
-    out = np.zeros((nb_, len(colptr) - 1))
+    n_cols = len(colptr) - 1
+    out = np.zeros((nb_, n_cols))
     wsum = np.zeros(nb_)
+    if nb_ <= 0:
+        return out, wsum
     t = _thresholds()
     starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
-    blocks = [(lo, min(lo + LANES, nb_)) for lo in range(0, nb_, LANES)]
+    width = lane_width(n, nb_) if width is None else int(width)
+    if width < LINE or width % LINE:
+        raise ValueError(f"width must be a positive multiple of {LINE}, got {width}")
     if threads is None:
         threads = default_threads() if nb_ * (n + len(data)) >= MIN_THREADED_CELLS else 1
-    threads = max(1, min(threads, len(blocks)))
-    def run(k: int) -> None:
-        lanes = np.empty((n, LINE), dtype=np.uint8)
-        for lo, hi in blocks[k::threads]:
-            part = wsum[lo:hi].copy()
-            if _lane_weights(starts[lo:hi], gammas[lo:hi], t, True, lanes, part):
-                wsum[lo:hi] = part
-                _csc_gather(lanes, True, colptr, rows, data, runs, out[lo:hi])
-                continue
-            for a in range(lo, hi, LINE):  # a weight above 15 (about once in 10^14 draws): bytes
-                b = min(a + LINE, hi)
-                _lane_weights(starts[a:b], gammas[a:b], t, False, lanes, wsum[a:b])
-                _csc_gather(lanes, False, colptr, rows, data, runs, out[a:b])
+    threads = max(1, int(threads))
+    # units per weight-writing thread; columns per summing thread, balanced by entries
+    u_cut = np.linspace(0, n, threads + 1).astype(np.int64)
+    targets = np.linspace(0, colptr[-1], threads + 1)
+    c_cut = np.searchsorted(colptr, targets, side="left").astype(np.int64)
+    c_cut[0], c_cut[-1] = 0, n_cols
+    c_cut = np.maximum.accumulate(np.minimum(c_cut, n_cols))
+    lanes = np.empty((n, width), dtype=np.uint8)
 
-    if threads <= 1:
-        run(0)
-    else:  # the kernels release the GIL; each thread writes only its own rows
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(run, range(threads)))
+    def weights(lo: int, hi: int, nib: bool, width_: int) -> bool:
+        """Rows of replicates lo..hi-1 (in ``lanes[:, :width_]``); adds their totals to wsum."""
+        view = lanes[:, :width_] if width_ != width else lanes
+        tots = [np.zeros(2 * width_, dtype=np.int64) for _ in range(threads)]
+
+        def part(k: int) -> bool:
+            return bool(_lane_weights_range(starts[lo:hi], gammas[lo:hi], t, nib, view,
+                                            int(u_cut[k]), int(u_cut[k + 1]), tots[k]))
+
+        ok = all(_map(part, threads))
+        if ok:
+            wsum[lo:hi] += np.sum(tots, axis=0)[: hi - lo]
+        return ok
+
+    def gather(lo: int, hi: int, nib: bool, width_: int) -> None:
+        view = lanes[:, :width_] if width_ != width else lanes
+
+        def part(k: int) -> None:
+            c0, c1 = int(c_cut[k]), int(c_cut[k + 1])
+            if c1 > c0:
+                _csc_gather(view, nib, colptr[c0 : c1 + 1], rows, data, runs, out[lo:hi, c0:c1])
+
+        _map(part, threads)
+
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+    def _map(fn, k):
+        return list(pool.map(fn, range(k))) if pool is not None else [fn(i) for i in range(k)]
+
+    try:
+        for lo in range(0, nb_, 2 * width):
+            hi = min(lo + 2 * width, nb_)
+            if weights(lo, hi, True, width):
+                gather(lo, hi, True, width)
+                continue
+            for a in range(lo, hi, width):  # a weight above 15 (about once in 10^14 draws): bytes
+                b = min(a + width, hi)
+                weights(a, b, False, width)
+                gather(a, b, False, width)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out, wsum
 
 

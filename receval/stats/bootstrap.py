@@ -341,7 +341,7 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
                     out[:, jj] = stats[jj].finish(own)
         # sparse statistics (scipy.sparse, ColumnRuns): the compiled CSC kernel, the same weights,
         # products shared by identity
-        from receval.stats._bootstrap_kernel import LANES, default_threads, poisson_sums_csc
+        from receval.stats._bootstrap_kernel import LANES, WIDE_LANES, poisson_sums_csc
 
         for j in sparse:
             if first[id(stats[j].stats)] != j:
@@ -354,10 +354,11 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
                 csc.sort_indices()
                 colptr, rows, data, runs = csc.indptr, csc.indices, csc.data, False
             m = mat.shape[1]
-            # replicates per call: a block of LANES per thread, more when the columns are few, the
-            # (replicates x columns) output bounded by 4 * _BLOCK_CELLS; whole blocks of LANES
+            # replicates per call: one pass of the widest weight rows (WIDE_LANES), more when the
+            # columns are few, the (replicates x columns) output bounded by 4 * _BLOCK_CELLS; whole
+            # multiples of LANES (the threads share a pass, splitting the columns)
             cap = max(LANES, 4 * _BLOCK_CELLS // max(m, 1) // LANES * LANES)
-            block = max(1, min(n_boot, max(LANES * default_threads(), _BLOCK_CELLS // max(m, 1)), cap))
+            block = max(1, min(n_boot, max(WIDE_LANES, _BLOCK_CELLS // max(m, 1)), cap))
             for b0 in range(0, n_boot, block):
                 b1 = min(b0 + block, n_boot)
                 part, _ = poisson_sums_csc(colptr, rows, data, n, b0, b1, root, runs=runs)
