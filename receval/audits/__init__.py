@@ -30,5 +30,13 @@ exposure, drift and parity, data quality.
   column profiles, propensities, duplicates, label distribution, score
   ranges and request sizes, each with a status ok / warning / error.
 
+Several audits of one run: ``receval.audits.prepare(run, k=...)`` checks and
+ranks it once; pass the :class:`PreparedRun` as ``run`` (same results, less
+time).
+
 See docs/audits.md.
 """
+
+from receval.audits._prepared import PreparedRun, prepare
+
+__all__ = ["PreparedRun", "prepare"]

@@ -1316,7 +1316,8 @@ def disparity_audit(
 
     Parameters
     ----------
-    run, labels : as for :func:`receval.evaluate` (frames or paths); ``columns``
+    run, labels : as for :func:`receval.evaluate` (frames or paths; ``run`` may
+        be a :class:`~receval.audits.PreparedRun`, whose original run is scored); ``columns``
         / ``label_columns`` map your column names; ``catalog`` /
         ``catalog_columns`` feed beyond-accuracy metrics (novelty, diversity, ...).
     metrics : registered per-request metrics, e.g. ``["ndcg@10", "recall@20"]``.
@@ -1360,8 +1361,11 @@ def disparity_audit(
     UsageError : bad arguments.  InputError : bad data (missing columns,
     attributes varying within a user, missing values under ``missing="error"``).
     """
+    from receval.audits._prepared import PreparedRun
     from receval.metrics.registry import parse_metrics
 
+    if isinstance(run, PreparedRun):  # its metrics rank the run as receval.evaluate does
+        run = run.source
     sensitive, crossed, tol = _check_args(sensitive, intersections, unit, missing, tolerance,
                                           difference_tolerance, reference, n_boot, level, min_group_size)
     parsed = parse_metrics(metrics)
@@ -1473,9 +1477,12 @@ def calibration_audit(
     """
     import scipy.sparse as sp
 
+    from receval.audits._prepared import PreparedRun
     from receval.metrics.calibration import RELIABILITY_LEVEL, _split, _table_rows
     from receval.metrics.registry import parse_metrics
 
+    if isinstance(run, PreparedRun):  # its metrics rank the run as receval.evaluate does
+        run = run.source
     sensitive, crossed, tol = _check_args(sensitive, intersections, unit, missing, tolerance,
                                           difference_tolerance, reference, n_boot, level, min_group_size)
     if not isinstance(reliability, bool):

@@ -457,7 +457,9 @@ def exposure_audit(
     ----------
     run : a frame (polars, pandas, arrow, path) with request_id, item_id, score
         and optionally ``sample_id`` (several sampled rankings of a stochastic
-        policy per request), or a list of such frames, one per sample.
+        policy per request), or a list of such frames, one per sample; or a
+        :class:`~receval.audits.PreparedRun` (``receval.audits.prepare``: checked
+        and ranked once for several audits, the same result).
         Ranked by score descending, ties by item id descending in byte order
         (trec_eval); cut at ``k`` when given.
     groups : frame with ``item_id`` and ``group_column``: the catalog. Null
@@ -481,6 +483,7 @@ def exposure_audit(
     import polars as pl
     import scipy.sparse as sp
 
+    from receval.audits._prepared import PreparedRun
     from receval.audits._rank import item_positions, rank_rows
     from receval.metrics.beyond import gini_of_rows
     from receval.stats.bootstrap import _check
@@ -490,7 +493,8 @@ def exposure_audit(
 
     refuse_spark("exposure_audit", *(run if isinstance(run, list | tuple) else [run]), groups, labels,
                  why="its Gini of item exposure and the intervals need the request x item exposure matrix")
-    frame = _run_frame(run)
+    prepared = run if isinstance(run, PreparedRun) else None
+    frame = _run_frame(run) if prepared is None else None
     cat = _groups_frame(groups, group_column)
     lab = _labels_frame(labels) if labels is not None else None
 
@@ -508,7 +512,10 @@ def exposure_audit(
         declared = _declared_target(target, names)
 
     # ---- rank: score desc, then item id text desc (byte order), per request and sample
-    frame = rank_rows(frame, k, ("request_id", "sample_id"))
+    if prepared is None:
+        frame = rank_rows(frame, k, ("request_id", "sample_id"))
+    else:  # checked and ranked once by receval.audits.prepare: the same rows, cut at k
+        frame = prepared.ranked(k).select("request_id", "item_id", "score", "sample_id", "rank")
     if frame.height == 0:
         raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
     frame = frame.with_columns(__q=pl.col("request_id").rle_id().cast(pl.Int64))

@@ -158,16 +158,22 @@ def _ranked(run: Any, k: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     import polars as pl
 
+    from receval.audits._prepared import PreparedRun
     from receval.audits._rank import rank_rows
     from receval.data.readers import to_polars
 
-    if isinstance(run, list | tuple):
-        raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
-    raw = to_polars(run, kind="run", columns=["request_id", "item_id", "score", "user_id"])
-    frame = _run_frame(raw.select([c for c in raw.columns if c != "user_id"]))
-    if "user_id" in raw.columns:
-        frame = frame.with_columns(user_id=raw["user_id"])
-    frame = rank_rows(frame, k, ("request_id",))
+    if isinstance(run, PreparedRun):
+        if run.sampled:  # read as this audit reads a run (a list refused, ranked by request alone)
+            return _ranked(run.source, k)
+        frame = run.ranked(k)  # the rows rank_rows gives below: sample_id is the constant 0
+    else:
+        if isinstance(run, list | tuple):
+            raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
+        raw = to_polars(run, kind="run", columns=["request_id", "item_id", "score", "user_id"])
+        frame = _run_frame(raw.select([c for c in raw.columns if c != "user_id"]))
+        if "user_id" in raw.columns:
+            frame = frame.with_columns(user_id=raw["user_id"])
+        frame = rank_rows(frame, k, ("request_id",))
     if frame.height == 0:
         raise InputError("run", [Violation("request_id", "the run must hold at least one ranked item", 0)])
     frame = frame.with_columns(__q=pl.col("request_id").rle_id().cast(pl.Int64))
@@ -346,6 +352,7 @@ def popularity_bias_audit(
     ----------
     run : request_id, item_id, score (optional user_id; required with
         ``history``); ranked by score descending, ties by item id text descending.
+        Or a :class:`~receval.audits.PreparedRun` (``receval.audits.prepare``).
     catalog : item_id and the ``popularity`` column (numeric, >= 0, no nulls).
     tail_quantile : long tail = items with popularity <= this quantile of the
         catalog's popularity (numpy linear quantile); the rest is the short head.

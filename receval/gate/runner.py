@@ -106,6 +106,28 @@ class _Inputs:
     def pandas(self, name: str):
         return self.frame(name).to_pandas()
 
+    def audit_run(self, name: str):
+        """The run ``name`` for the exposure and popularity audits: checked and ranked once
+        (``receval.audits.prepare``, at the largest k they ask for) when both read it; the same
+        results as the frame itself. The frame when only one reads it, or when preparing fails
+        (each audit then reports its own error)."""
+        key = ("prepared", name)
+        if key in self._cache:
+            return self._cache[key]
+        ks = [spec.get("k") if audit == "exposure" else spec.get("k", 10)
+              for audit, spec in self.cfg.audits.items()
+              if audit in ("exposure", "popularity") and spec.get("run") == name]
+        run = self.frame(name)
+        if len(ks) > 1 and all(k is None or (isinstance(k, int) and not isinstance(k, bool)) for k in ks):
+            from receval.audits import prepare
+
+            try:
+                run = prepare(run, k=None if any(k is None for k in ks) else max(ks))
+            except ReceValError:
+                pass
+        self._cache[key] = run
+        return run
+
 
 # --------------------------------------------------------------------------- sections
 
@@ -254,14 +276,14 @@ def _audit(name: str, spec: dict[str, Any], inp: _Inputs, st: dict[str, Any]):
         from receval.audits.exposure import exposure_audit
 
         kw = {k: spec[k] for k in ("k", "browsing", "patience", "target") if k in spec}
-        return exposure_audit(f("run"), f("groups"), group_column=spec["group_column"], labels=f("labels"), **kw,
+        return exposure_audit(inp.audit_run(spec["run"]), f("groups"), group_column=spec["group_column"], labels=f("labels"), **kw,
                               **common)
     if name == "popularity":
         from receval.audits.popularity import popularity_bias_audit
 
         kw = {k: spec[k] for k in ("k", "popularity", "tail_quantile", "group_column", "exclude_history")
               if k in spec}
-        return popularity_bias_audit(f("run"), f("catalog"), labels=f("labels"), user_groups=f("user_groups"),
+        return popularity_bias_audit(inp.audit_run(spec["run"]), f("catalog"), labels=f("labels"), user_groups=f("user_groups"),
                                      history=f("history"), **kw, **common)
     if name == "miscalibration":
         from receval.audits.miscalibration import miscalibration_audit
