@@ -380,6 +380,26 @@ def test_compiled_expected_exposure_is_the_numpy_path_bit_for_bit(monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("browsing", ["log", "rbp"])
+def test_expected_exposure_takes_the_audits_row_exposure_unchanged(browsing):
+    # exposure_audit hands its rows' attention / samples to _expected_exposure when attention is a
+    # function of the rank: the same numbers as the weights computed there
+    f = _rank._rank_polars(_runs(16, n_req=80, samples=2), 6, ("request_id", "sample_id"), "item_id")
+    f = f.with_columns(__q=pl.col("request_id").rle_id().cast(pl.Int64), gain=pl.lit(0.0))
+    q, rank = f["__q"].to_numpy(), f["rank"].to_numpy()
+    ns = np.bincount(q[rank == 1]).astype(np.float64)[q]  # samples per request, as the audit counts them
+    f = f.with_columns(__ns=pl.Series(ns))
+    r = rank.astype(np.float64)
+    att = 1.0 / np.log2(1.0 + r) if browsing == "log" else 0.8 ** (r - 1.0)
+    n_req = int(q.max()) + 1
+    for kw in ({}, {"w": att / ns}):
+        got = E._expected_exposure(f, None, browsing, 0.8, n_req, **kw)
+        if not kw:
+            want = got
+    np.testing.assert_array_equal(got, want)
+    assert ns.max() > 1
+
+
 # ---------------------------------------------------------------- fused paths = general paths
 
 

@@ -607,7 +607,7 @@ def exposure_audit(
         awrf_q, awrf_ok = _awrf(a_csr, r_csr if merit else None, fixed_target)
 
     # ---- expected exposure
-    ee = _expected_exposure(frame, lab, browsing, patience, n_req)
+    ee = _expected_exposure(frame, lab, browsing, patience, n_req, w=val if by_rank else None)
 
     # ---- statistics. Group quantities are functions of the column sums of [A | R | 1]
     # (A, R: exposure, relevance per request and group); the Gini reads the column
@@ -766,7 +766,7 @@ def _declared_target(target: Mapping[str, float], names: list[str]) -> np.ndarra
 
 
 def _expected_exposure(frame: pl.DataFrame, lab: pl.DataFrame | None, browsing: str, patience: float,
-                       n_req: int) -> np.ndarray:
+                       n_req: int, w: np.ndarray | None = None) -> np.ndarray:
     """Per-request [EE-L, EE-D, EE-R, 1] (Diaz et al. 2020), see docs/audits.md.
 
     Universe of request q: the items of its top-k lists plus its positively
@@ -774,13 +774,17 @@ def _expected_exposure(frame: pl.DataFrame, lab: pl.DataFrame | None, browsing: 
     shown). Target: items sorted by grade (descending) into tiers of equal
     grade; a tier occupying positions s+1..s+c gets (W(s+c) - W(s)) / c per
     item, W(j) = sum_{i<=min(j, L_q)} w_i, L_q the longest list of q.
+    ``w``: the rows' w(rank_d) / (samples of q) when the caller has them (the
+    audit's row exposure when attention is a function of the rank alone: the
+    same numbers), else computed here.
     """
     import polars as pl
 
     w_kind = "log" if browsing == "log" else "rbp"
     rank = frame["rank"].to_numpy()
     ns = frame["__ns"].to_numpy()
-    w = _rank_weights(rank, w_kind, patience) / ns
+    if w is None:
+        w = _rank_weights(rank, w_kind, patience) / ns
     q = frame["__q"].to_numpy()
     q_starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])  # rows are grouped by request, every request has rows
     cap_q = np.maximum.reduceat(rank, q_starts)
