@@ -300,6 +300,8 @@ def test_item_positions_equal_a_join():
     items = pl.Series("item_id", [3, 3, 9, -4, 7, 1000, 2_000_000])
     np.testing.assert_array_equal(_rank.item_positions(items, cat), [1, 1, 3, 4, -1, 2, -1])
     np.testing.assert_array_equal(_rank.item_positions(items.cast(pl.String), cat), [1, 1, 3, 4, -1, 2, -1])
+    inside = pl.Series("item_id", [3, 9, 7, -4, 1000])  # every id within the table's range (7 absent)
+    np.testing.assert_array_equal(_rank.item_positions(inside, cat), [1, 3, -1, 4, 2])
     big = pl.Series("item_id", [10**15, 3])  # a wide range: the join
     np.testing.assert_array_equal(_rank.item_positions(pl.Series([3, 10**15, 4]), big), [1, 0, -1])
 

@@ -166,6 +166,8 @@ def item_positions(items: pl.Series, catalog_items: pl.Series) -> np.ndarray:
             table[cat - lo] = np.arange(len(cat), dtype=np.int64)
             x = items.cast(pl.Int64).to_numpy() - lo
             inside = (x >= 0) & (x <= hi - lo)
+            if inside.all():  # the usual case: one gather, no masked copies
+                return table[x]
             out = np.full(len(x), -1, dtype=np.int64)
             out[inside] = table[x[inside]]
             return out
