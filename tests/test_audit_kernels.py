@@ -306,6 +306,39 @@ def test_item_positions_equal_a_join():
     np.testing.assert_array_equal(_rank.item_positions(pl.Series([3, 10**15, 4]), big), [1, 0, -1])
 
 
+def test_counting_scatter_places_values_in_stable_key_order():
+    rng = np.random.default_rng(14)
+    keys = rng.integers(0, 70, 6000)
+    a, b = rng.integers(0, 10**6, 6000), rng.standard_normal(6000)
+    out_a, out_b = np.empty(6000, dtype=np.int32), np.empty(6000)
+    counts = _rank_kernel.counting_scatter(keys, 80, a, b, out_a, out_b)
+    order = np.argsort(keys, kind="stable")
+    np.testing.assert_array_equal(out_a, a[order])
+    np.testing.assert_array_equal(out_b, b[order])
+    np.testing.assert_array_equal(counts, np.bincount(keys, minlength=80))
+
+
+@pytest.mark.parametrize("by_rank", [True, False])
+def test_exposure_column_runs_by_counting_scatter_equal_the_gathers(monkeypatch, by_rank):
+    rng = np.random.default_rng(15)
+    n_req, n_cat, n_groups = 400, 300, 7
+    q = np.repeat(np.arange(n_req), 10)
+    item_pos = np.concatenate([rng.choice(n_cat, 10, replace=False) for _ in range(n_req)])
+    rank = np.tile(np.arange(1, 11), n_req)
+    val = 1.0 / np.log2(1.0 + rank) if by_rank else rng.choice([0.5, 0.25, 1 / 3], len(q))
+    cat_g = rng.integers(0, n_groups, n_cat)
+    dense = rng.standard_normal((n_req, 5))
+    args = (q, item_pos, cat_g[item_pos], val, rank if by_rank else None, cat_g, None, n_groups, dense, n_req)
+    monkeypatch.setattr(_rank, "COMPILED_MIN_ROWS", 0)  # the compiled scatter
+    got, _ = E._column_runs(*args)
+    monkeypatch.setattr(E, "_kernels", lambda *a, **k: None)  # stable_order and two gathers
+    want, _ = E._column_runs(*args)
+    for attr in ("colptr", "rows", "data"):
+        np.testing.assert_array_equal(getattr(got, attr), getattr(want, attr))
+        assert getattr(got, attr).dtype == getattr(want, attr).dtype
+    np.testing.assert_array_equal(got.sum(), want.sum())
+
+
 def test_counting_order_is_a_stable_argsort():
     keys = np.random.default_rng(13).integers(0, 50, 5000)
     np.testing.assert_array_equal(_rank_kernel.counting_order(keys, 50), np.argsort(keys, kind="stable"))

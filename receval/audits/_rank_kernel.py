@@ -83,6 +83,25 @@ def order_within(starts, blocks, score, rows, rank, tie):
 
 
 @nb.njit(cache=True)
+def counting_scatter(keys, n_keys, a, b, out_a, out_b):
+    """out_a[p], out_b[p] = a[i], b[i] for i at its place p in the stable order of ``keys`` (integers
+    in [0, n_keys)): ``a[counting_order(keys)]`` without the order array; returns each key's count."""
+    cnt = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(len(keys)):
+        cnt[keys[i] + 1] += 1
+    counts = cnt[1:].copy()
+    for k in range(n_keys):
+        cnt[k + 1] += cnt[k]
+    for i in range(len(keys)):
+        k = keys[i]
+        p = cnt[k]
+        out_a[p] = a[i]
+        out_b[p] = b[i]
+        cnt[k] = p + 1
+    return counts
+
+
+@nb.njit(cache=True)
 def counting_order(keys, n_keys):
     """Stable order of ``keys`` (integers in [0, n_keys)): a counting sort, O(len + n_keys)."""
     cnt = np.zeros(n_keys + 1, dtype=np.int64)

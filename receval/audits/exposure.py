@@ -382,16 +382,24 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
         vid = vid.ravel()
         n_vid = int(vid.max()) + 1
     # rows are in request order: a stable sort by (column, value) leaves units ascending within a run
-    order = stable_order(col * n_vid + vid, n_shown * n_vid)
+    key = col * n_vid + vid
+    n_keys = n_shown * n_vid
     k = dense.shape[1]
     n_rel = len(rel[0]) if rel is not None else 0
-    n_item_entries = len(order)
+    n_item_entries = len(key)
     total = n_item_entries + n_rel + (k + 1) * n_req
     rows = np.empty(total, dtype=np.int32 if n_req < 2**31 else np.int64)
     data = np.empty(total)
-    np.take(q, order, out=rows[:n_item_entries])
-    np.take(val, order, out=data[:n_item_entries])
-    counts = [np.bincount(col, minlength=n_shown)]
+    kern = _kernels(len(key))  # as stable_order: the counting sort when the helpers are loaded
+    if kern is not None and n_keys <= 4 * len(key) + (1 << 20):
+        # the counting sort places the rows' units and values directly (stable_order, then two gathers)
+        key_counts = kern.counting_scatter(key, n_keys, q, val, rows[:n_item_entries], data[:n_item_entries])
+        counts = [key_counts.reshape(n_shown, n_vid).sum(axis=1)]
+    else:
+        order = stable_order(key, n_keys)
+        np.take(q, order, out=rows[:n_item_entries])
+        np.take(val, order, out=data[:n_item_entries])
+        counts = [np.bincount(col, minlength=n_shown)]
     at = n_item_entries
     if rel is not None:
         r_q, r_g, r_v = rel
