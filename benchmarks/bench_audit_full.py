@@ -25,45 +25,88 @@ caches), best of ``--repeat`` interleaved rounds:
   - ``popularity_bias_audit(run, catalog, k=10, user_groups=users,
     group_column="country")``;
 
-and prints each part, the full audit (sum of the best part times) and the
-ratio full / baseline.
+and prints each part and the full audit (sum of the best part times) against
+the baseline. It also times the path a user auditing one run takes, and this
+is the headline figure: ``prep = receval.audits.prepare(run, k=10)`` (the run
+checked and ranked once), then ``exposure_audit(prep, ...)`` and
+``popularity_bias_audit(prep, ...)`` (identical results, see
+tests/test_audit_prepared.py); ``disparity_audit`` scores the original run
+either way, so "full, prepared" = disparity + prepare + exposure (prepared) +
+popularity (prepared).
 
     python benchmarks/bench_audit_full.py                                   # 1M users, 10M rows
     python benchmarks/bench_audit_full.py --users 100000 --rows 1000000 --repeat 5
+    python benchmarks/bench_audit_full.py --parts evaluate,exposure,prepared   # a subset
 
-Measured on a shared 2-core machine (other jobs kept the load average at
-1-4, so a second core was often busy; ranges over 3-5 runs of best-of-3
-interleaved rounds; "before" is the code at commit 8c81fac, same script and
-session):
+Measured on a shared 2-core machine (AMD EPYC, 2 vCPUs; other jobs kept the
+load average between 1.6 and 12, so every figure is a best-of-rounds and
+ranges span several runs; the load average at each run is noted). Columns:
+"8c81fac" is the code before the compiled audit kernels (earlier session);
+"main" is fb2e1d8 (the compiled kernels, one cache line per unit in the CSC
+kernel), measured in this session; "now" is this code.
 
-=================================  ============  ============  ===========  ===========
-                                    before        after         before       after
-                                    1M users      1M users      100k users   100k users
-                                    10M rows      10M rows      1M rows      1M rows
-=================================  ============  ============  ===========  ===========
-evaluate ndcg@10 (baseline)         3.5 s         2.2-2.4 s     0.24 s       0.20 s
-disparity_audit                     12.7 s        3.4-4.0 s     1.28 s       1.12 s
-exposure_audit (500 providers)      out of memory 7.5-8.6 s     18.9 s       2.5 s
-                                    (> 23 GB)
-popularity_bias_audit (country)     116 s         2.7-2.9 s     3.06 s       0.51 s
-full audit                          --            13.8-15.4 s   23.2 s       4.2 s
-full / baseline, wall               --            6.4-7.4x      98x          20x
-full / baseline, process CPU        --            6.6-7.4x      98x          23x
-peak RSS                            > 23 GB       2.5 GB        3.7 GB       1.0 GB
-=================================  ============  ============  ===========  ===========
+10M impressions (1M users, 1M requests x 10, 100k items, 500 providers):
 
-The target (<= 5x at 10M) is not met. Where the 10M audit's time goes:
-exposure ~2.7 s in the CSC bootstrap kernel (10M request-item entries x 8
-blocks of 128 replicates; each entry loads its request's 64-byte line of
-4-bit weights from a 64 MB array, ~25-30 ns per random line on this machine)
-and ~1.2 s in the Gini of the 1,000 replicate item vectors (100k items each),
-~2 s validating, ranking and building its statistics; disparity ~1.5 s scoring
-ndcg@10 (what evaluate does), ~0.75 s in fairlearn's MetricFrame (651 groups)
-and ~0.8 s in its bootstrap; popularity ~1.1 s validating and ranking and
-~0.9 s in its bootstrap. Each audit validates and ranks the run again, and
-each draws its own 10^9 weights, as evaluate does once. At 1M rows the
-baseline is so small (0.2 s) that fixed costs (fairlearn, 651 groups) set the
-ratio.
+=================================  ============  =============  ============  ============
+                                    8c81fac       main fb2e1d8   now           now
+                                                                 separate      prepared run
+=================================  ============  =============  ============  ============
+evaluate ndcg@10 (baseline)         3.5 s         2.1-2.4 s      2.0-2.1 s     (same)
+disparity_audit                     12.7 s        3.1-3.3 s      3.0-3.2 s     (same)
+prepare(run, k=10)                  --            --             --            0.5-0.7 s
+exposure_audit (500 providers)      out of memory 7.5-12.8 s     7.3-8.1 s     5.8-6.1 s
+                                    (> 23 GB)     (CPU 10.9-11.4) (CPU 10.1-10.9) (CPU 7.2-9.1)
+popularity_bias_audit (country)     116 s         2.5-3.2 s      2.2-2.7 s     1.7-2.1 s
+full audit                          --            13.3-19.0 s    12.7-14.0 s   11.2-11.8 s
+full / baseline, wall               --            6.4-8.0x       6.3-6.7x      5.5-6.0x
+full / baseline, process CPU        --            7.3-7.4x       6.1-6.8x      5.2-6.2x
+peak RSS                            > 23 GB       2.5 GB         3.4 GB (incl. the prepared run)
+load average during the runs        --            2.0-4.7        1.6-4.5       1.6-4.5
+=================================  ============  =============  ============  ============
+
+1M impressions (100k users, 100k requests x 10, 100k items; load 1.9-2.0 now, 4.8 main):
+
+=================================  ============  =============  ============  ============
+                                    8c81fac       main fb2e1d8   now           now
+                                                                 separate      prepared run
+=================================  ============  =============  ============  ============
+evaluate ndcg@10 (baseline)         0.24 s        0.23 s         0.16 s        (same)
+disparity_audit                     1.28 s        0.79 s         0.65 s        (same)
+prepare(run, k=10)                  --            --             --            0.24 s
+exposure_audit                      18.9 s        2.95 s         1.72 s        1.44 s
+popularity_bias_audit               3.06 s        0.63 s         0.45 s        0.16 s
+full audit                          23.2 s        4.37 s         2.83 s        2.50 s
+full / baseline, wall               98x           19x            17x           15x
+peak RSS                            3.7 GB        1.0 GB         1.4 GB        (same run)
+=================================  ============  =============  ============  ============
+
+The target (<= 5x at 10M) is not met: the best run of the prepared path
+came to 5.45x (11.54 s against 2.12 s; load 2.9-4.5), the others 5.5-6.0x.
+What changed since main: the run is checked and ranked once for exposure and
+popularity (``prepare``, 0.5-0.7 s; in these runs the prepared exposure took
+1.5-2 s less than the separate call, popularity 0.5-0.7 s less); the CSC kernel fills a row of up to 4 adjacent
+cache lines per unit (512 replicates per pass, the threads sharing one
+weight matrix and splitting the columns) instead of one line (128), so a
+column entry costs one random 256-byte load for 512 replicates instead of
+four 64-byte loads: the kernel's gather went from 2.4-2.7 s to 1.2-1.3 s of
+CPU per 512 replicates (single thread, same data, load 7-9; the weights
+themselves take 0.46 s); expected exposure reuses the rows' exposure instead of
+recomputing 1/log2(1 + rank); the statistics matrix's entries are placed by
+one counting scatter. Every number is unchanged (same seed, same sums bit
+for bit). Peak memory grows by the wider weight rows (256 MB at 1M requests)
+and the larger replicate blocks (512 x 100k sums, 400 MB).
+
+Where the prepared 10M audit's time goes (wall, load ~2-3): exposure ~6 s:
+the CSC kernel ~2.6-2.9 s (of its 4.4-5 s CPU, ~0.9 s draws the 10^9 weights),
+the Gini of the 1,000 replicate item vectors ~1 s (1.9 s CPU: a bucket sort
+of 100k values per replicate), building the statistics matrix 0.3-1.2 s
+(mostly first-touch page faults of fresh arrays: 0.3 s when repeated), the
+item lookup, AWRF and EE ~0.5 s; disparity ~3.1 s: scoring ndcg@10 as
+evaluate does ~1.3 s, its grouped bootstrap ~0.8 s, fairlearn's MetricFrame
+over 651 groups ~0.45 s; popularity ~1.7-2 s: its grouped bootstrap ~0.9 s
+(again 10^9 weights); prepare ~0.5-0.7 s. At 1M rows the baseline is so
+small (0.16-0.2 s) that fixed costs (the Gini over 87k items, fairlearn's 651
+groups) set the ratio.
 """
 
 from __future__ import annotations
