@@ -343,3 +343,19 @@ def test_miscalibration_bad_input_gets_the_local_error(case):
             [(v.column, v.rule, v.n_rows) for v in local.value.violations]
     else:
         assert _describe(remote.value) == _describe(local.value)
+
+
+def test_a_prepared_run_on_the_spark_engine_is_the_run_read_by_spark(tmp_path):
+    # engine="spark" reads the prepared run's source with Spark: the local audit's result
+    from receval.audits import prepare
+
+    run, labels = make_data(24, "int", n_requests=25)
+    run = run.filter(pl.col("score").is_finite())
+    table = _item_tables(run, labels, 4)
+    run.write_parquet(tmp_path / "run.parquet")
+    kw = dict(k=5, n_boot=80, min_group_size=3)
+    local = popularity_bias_audit(run, table, **kw)
+    remote = popularity_bias_audit(prepare(str(tmp_path / "run.parquet")), table, engine="spark", **kw)
+    _assert_equal(local, remote)
+    with pytest.raises(UsageError, match="local frame"):
+        prepare(sdf(run))

@@ -398,8 +398,11 @@ def popularity_bias_audit(
 
     if audit_engine(engine, run, catalog, labels, user_groups, history, audit="popularity_bias_audit") == "spark":
         # per-request rows on Spark, statistics here
+        from receval.audits._prepared import PreparedRun
         from receval.engines.spark_audits import popularity_spark
 
+        if isinstance(run, PreparedRun):  # Spark reads the run as given
+            run = run.source
         return popularity_spark(run, catalog, k=k, popularity=popularity, tail_quantile=tail_quantile, labels=labels,
                                 user_groups=user_groups, group_column=group_column, history=history, n_boot=n_boot,
                                 level=level, seed=seed, min_group_size=min_group_size)
