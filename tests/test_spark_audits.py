@@ -128,6 +128,67 @@ def test_popularity_and_safety_equal_local(id_type, monkeypatch):
     _assert_equal(local, remote)
 
 
+def _providers(run: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    items = pl.concat([run["item_id"], labels["item_id"]]).unique().sort()
+    return pl.DataFrame({"item_id": items,
+                         "provider": [None if i % 11 == 0 else f"p{i % 4}" for i in range(len(items))]})
+
+
+@pytest.mark.parametrize("id_type", ["str", "int"])
+def test_exposure_equals_local(id_type, monkeypatch):
+    from receval.engines import spark as engine
+
+    run, labels = make_data(61 if id_type == "str" else 62, id_type)
+    run = run.filter(pl.col("score").is_finite())  # the audits refuse infinite scores
+    groups = _providers(run, labels)
+    monkeypatch.setattr(engine, "CHUNK_ROWS", 50)  # several request-complete chunks per partition
+    cases = [
+        dict(k=5, n_boot=120, min_group_size=3),
+        dict(k=None, browsing="cascade", labels=labels, target="merit", n_boot=80, seed=3, min_group_size=14),
+    ]
+    for kw in cases:
+        local = exposure_audit(run, groups, group_column="provider", **kw)
+        remote = exposure_audit(sdf(run, seed=7), sdf(groups), group_column="provider",
+                                **{**kw, **({"labels": sdf(labels, seed=8)} if "labels" in kw else {})})
+        assert any(g.suppressed for g in local.groups) == (kw["min_group_size"] > 3)
+        _assert_equal(local, remote)
+
+
+def test_exposure_of_sampled_rankings_equals_local():
+    run, labels = make_data(63, "str", n_requests=30)
+    run = run.filter(pl.col("score").is_finite())
+    rng = np.random.default_rng(0)
+    # three sampled rankings per request: the same items, scores redrawn
+    sampled = pl.concat([run.with_columns(score=pl.Series(rng.random(run.height)), sample_id=pl.lit(s, dtype=pl.Int64))
+                         for s in range(3)])
+    groups = _providers(run, labels)
+    local = exposure_audit(sampled, groups, group_column="provider", k=4, n_boot=60, min_group_size=2)
+    remote = exposure_audit(sdf(sampled, seed=2), groups, group_column="provider", k=4, n_boot=60, min_group_size=2)
+    assert local.counts["n_samples_max"] == 3 and local.to_dict()["expected_exposure"]["ee_l"]["value"] > 0
+    _assert_equal(local, remote)
+
+
+@pytest.mark.parametrize("case", ["null-score", "duplicate-run-rows", "items-missing-from-the-catalog"])
+def test_exposure_bad_input_gets_the_local_error(case, monkeypatch):
+    from receval.engines import spark as engine
+
+    _, cases = _bad_cases()
+    run, labels = cases[case]
+    groups = _providers(run.filter(pl.col("score").is_not_null()), labels)
+    if case == "items-missing-from-the-catalog":
+        groups = groups.filter(~pl.col("item_id").is_in(["d7", "a", "d12"]))
+    with pytest.raises(InputError) as local:
+        exposure_audit(run, groups, group_column="provider", n_boot=10)
+    if case == "null-score":
+        def kernel_job(*args):
+            raise AssertionError("the kernel job started before the input was checked")
+
+        monkeypatch.setattr(engine, "_collect_arrow", kernel_job)
+    with pytest.raises(InputError) as remote:
+        exposure_audit(sdf(run), groups, group_column="provider", n_boot=10)
+    assert _describe(remote.value) == _describe(local.value)
+
+
 def test_paths_read_by_spark_and_text_labels_for_integer_ids(tmp_path):
     run, labels = make_data(23, "int", n_requests=25)
     run = run.filter(pl.col("score").is_finite())
@@ -292,10 +353,8 @@ def test_what_does_not_run_on_spark_is_a_usage_error_before_any_job(monkeypatch)
     remote = sdf(run)
     with pytest.raises(UsageError, match="history"):
         popularity_bias_audit(remote, table, history=history)
-    with pytest.raises(UsageError, match="exposure_audit does not run on Spark"):
-        exposure_audit(remote, table.with_columns(provider=pl.lit("p")))
-    with pytest.raises(UsageError, match="exposure_audit does not run on Spark"):
-        exposure_audit(run, sdf(table.with_columns(provider=pl.lit("p"))))
+    with pytest.raises(UsageError, match="one run frame, with a sample_id column"):
+        exposure_audit([remote, remote], table.with_columns(provider=pl.lit("p")))
     with pytest.raises(UsageError, match="not available on the Spark engine"):
         disparity_audit(remote, labels, ["coverage@10"], sensitive=["country"], unit="request")
     with pytest.raises(UsageError, match="streaming"):

@@ -227,7 +227,9 @@ def _groups_frame(groups: Any, group_column: str) -> pl.DataFrame:
         violations.append(Violation("item_id", "the groups table must hold at least one item", 0))
     if violations:
         raise InputError("groups", violations)
-    return frame
+    # items in id order: the sums over items (Gini, shares) then do not depend on the table's row order,
+    # which a Spark DataFrame does not have
+    return frame.sort("item_id")
 
 
 def _labels_frame(labels: Any) -> pl.DataFrame:
@@ -458,6 +460,7 @@ def exposure_audit(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int | None = 0,
+    engine: str = "auto",
 ) -> ExposureAudit:
     """Exposure fairness audit of the groups of ``groups`` in the rankings of ``run``.
 
@@ -482,6 +485,12 @@ def exposure_audit(
     min_group_size : groups with fewer catalog items are listed with
         ``suppressed=True`` and every quantity None.
     n_boot : bootstrap replicates over requests (0: no intervals).
+    engine : ``"auto"`` (Spark when an input is a PySpark DataFrame), ``"polars"``
+        or ``"spark"`` (a path is then read by Spark). On Spark the run is
+        checked and ranked on the executors and only its top-``k`` rows reach
+        the driver (the request x item exposure matrix the Gini and the
+        intervals read); the groups and labels tables are collected. Same
+        result as locally.
 
     Raises
     ------
@@ -497,10 +506,14 @@ def exposure_audit(
     from receval.stats.bootstrap import _check
 
     _check_args(browsing, patience, k, target, min_group_size, n_boot, level, labels)
-    from receval.engines.spark_audits import refuse_spark
+    if not isinstance(run, PreparedRun):
+        from receval.engines.spark_audits import audit_engine
 
-    refuse_spark("exposure_audit", *(run if isinstance(run, list | tuple) else [run]), groups, labels,
-                 why="its Gini of item exposure and the intervals need the request x item exposure matrix")
+        runs = run if isinstance(run, list | tuple) else [run]
+        if audit_engine(engine, *runs, groups, labels, audit="exposure_audit") == "spark":
+            from receval.engines.spark_audits import exposure_inputs_spark
+
+            run, groups, labels = exposure_inputs_spark(run, groups, labels, k=k, group_column=group_column)
     prepared = run if isinstance(run, PreparedRun) else None
     frame = _run_frame(run) if prepared is None else None
     cat = _groups_frame(groups, group_column)

@@ -22,8 +22,10 @@ What runs where (docs/scale.md, "Audits on Spark"):
   local per-user code (``_ranked``, ``_history_frame``, ``_user_values``);
   one row per request (with its user's C_KL) comes back, and the driver runs
   the local ``_result``.
-* ``exposure_audit``: refused (:func:`refuse_spark`): its Gini and intervals
-  need the request x item exposure matrix.
+* ``exposure_audit``: the run is checked and ranked on Spark (the local
+  ``_run_frame`` rules and ``rank_rows`` on request-complete chunks) and only
+  its top-k rows come back (:func:`ranked_rows_spark`): the request x item
+  exposure matrix its Gini and intervals read; from there the local code.
 
 Everything not supported raises a :class:`~receval.errors.UsageError` before
 any job. pyspark is imported only inside these functions.
@@ -62,8 +64,8 @@ def refuse_spark(audit: str, *frames: Any, why: str) -> None:
     if any(is_spark_frame(f) for f in frames if f is not None):
         raise UsageError(
             f"{audit} does not run on Spark ({why}); collect its inputs (df.toArrow()) or write Parquet "
-            "and audit locally. On Spark: disparity_audit, calibration_audit, popularity_bias_audit, "
-            "safety_audit and miscalibration_audit (docs/scale.md)")
+            "and audit locally. On Spark: disparity_audit, calibration_audit, exposure_audit, "
+            "popularity_bias_audit, safety_audit and miscalibration_audit (docs/scale.md)")
 
 
 def _local(obj: Any, columns: Sequence[str], *, all_columns: bool = False):
@@ -516,7 +518,8 @@ def _rank_chunk_rows(table, kernel: RequestKernel):
 def ranked_rows_spark(run: Any, k: int | None, *, chunk_rows: int | None = None):
     """The top-k rows of every (request, sample) block of ``run`` ranked on Spark, as the local
     ``rank_rows(_run_frame(run), k, ("request_id", "sample_id"))`` returns them: a polars frame
-    (request_id, item_id, score, sample_id, rank), blocks in (request_id, sample_id) order.
+    (request_id, item_id, score, sample_id, rank), blocks in (request_id, sample_id) order; and
+    whether the run has a ``sample_id`` column.
 
     Checks before the shuffle: required columns, nulls, numeric and finite scores (one aggregation
     job, the local rules); repeated items within a block come back from the tasks. Only the top-k
@@ -564,8 +567,21 @@ def ranked_rows_spark(run: Any, k: int | None, *, chunk_rows: int | None = None)
     rows = rows.filter(pl.col("__kind") == KIND_REQUEST)
     rows = rows.with_columns(_typed(rows["request_id"], types["request_id"]),
                              _typed(rows["item_id"], types["run_item_id"]))
-    return rows.select("request_id", "item_id", "score", "sample_id", "rank").sort(
-        "request_id", "sample_id", "rank")
+    ranked = rows.select("request_id", "item_id", "score", "sample_id", "rank").sort("request_id", "sample_id", "rank")
+    return ranked, "sample_id" in run_df.columns
+
+
+def exposure_inputs_spark(run: Any, groups: Any, labels: Any, *, k: int | None, group_column: str):
+    """``exposure_audit``'s inputs with the run ranked on Spark: (PreparedRun of the top-k rows, groups,
+    labels), the two tables collected (one row per item; the judged pairs)."""
+    from receval.audits._prepared import PreparedRun
+
+    if isinstance(run, list | tuple):
+        raise UsageError("exposure_audit on Spark: give one run frame, with a sample_id column for several "
+                         "sampled rankings per request (a list of frames is for local frames)")
+    ranked, sampled = ranked_rows_spark(run, k)
+    return (PreparedRun(run, ranked, k, sampled), _local(groups, ["item_id", group_column]),
+            _local(labels, ["request_id", "item_id", "label"]))
 
 
 # ---------------------------------------------------------------------------
