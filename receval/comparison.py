@@ -97,6 +97,10 @@ class ComparisonResult:
         }
 
     def to_markdown(self, digits: int = 4) -> str:
+        from receval._markdown import (
+            cell,  # run names are user text: escaped, one line, no control characters
+        )
+
         level = int(round(self.settings["level"] * 100))
         head = (
             f"| candidate | metric | baseline | candidate | diff | {level}% CI | rel. diff | p | p adj. ({self.settings['correction']}) | non-inferior |\n"
@@ -113,7 +117,7 @@ class ComparisonResult:
         for r in self.rows:
             ni = "n/a" if r.non_inferior is None else ("yes" if r.non_inferior else "NO")
             lines.append(
-                f"| {r.candidate} | {r.metric} | {f(r.baseline_mean)} | {f(r.candidate_mean)} | {f(r.diff)} | "
+                f"| {cell(r.candidate)} | {r.metric} | {f(r.baseline_mean)} | {f(r.candidate_mean)} | {f(r.diff)} | "
                 f"[{f(r.ci_low)}, {f(r.ci_high)}] | {f(r.rel_diff * 100 if math.isfinite(r.rel_diff) else math.nan, 2)}% | "
                 f"{pv(r.p_value)} | {pv(r.p_adjusted)} | {ni} |"
             )
@@ -284,6 +288,10 @@ def compare(
         )
         for name, run in runs.items()
     }
+    from receval.evaluation import _warn_missing_in_run
+
+    for name, sc in scored.items():
+        _warn_missing_in_run(sc.counts, name)
     base = scored[baseline]
     rows: list[ComparisonRow] = []
     counts: dict[str, dict[str, int]] = {}
@@ -335,6 +343,14 @@ def compare(
             both = (in_b == in_c)
             ib, ic = ib[both], ic[both]
             counts[cand_name]["paired_requests"] = len(ib)
+            if len(ib) == 0:  # nothing left to pair: no number (not even a p-value of 1) describes the runs
+                raise InputError(
+                    f"{baseline} vs {cand_name}",
+                    [Violation("request_id", "the runs share no judged request that both list (on_mismatch='intersect')",
+                               lost_c + lost_b,
+                               (f"{lost_c} listed only by {baseline}", f"{lost_b} listed only by {cand_name}"),
+                               "check that both runs use the same request ids (and column mapping)")],
+                )
 
         pairs_b = {m: base.stats[m].take(ib) for m in parsed}
         pairs_c = {m: cand.stats[m].take(ic) for m in parsed}
