@@ -788,7 +788,8 @@ _REQUIRED = {"exposure": ("run", "groups", "group_column"), "popularity": ("run"
              "safety": ("run", "flags"), "drift": ("baseline", "current", "columns"),
              "disparity": ("run", "attributes", "sensitive"), "data_quality": ("inputs",),
              "miscalibration": ("run", "history", "catalog")}
-# an audit's gate (legal: decided, pass or fail) and the input whose broken twin breaks the audit
+# an audit's gate (legal: decided, pass or fail); the input that breaks each audit (drift counts NaN as
+# missing, legally: its broken input is one without the column)
 _AUDIT_GATES = {
     "exposure": {"type": "exposure", "quantity": "share_ratio", "within": [0.0, 1e9]},
     "popularity": {"type": "popularity", "quantity": "arp", "op": ">=", "threshold": 0.0},
@@ -800,7 +801,7 @@ _AUDIT_GATES = {
 }
 _BROKEN_INPUT = {"exposure": ("run", "cand_nan", "score"), "popularity": ("catalog", "catalog_bad", "popularity"),
                  "safety": ("flags", "catalog_bad", "flagged"), "miscalibration": ("run", "cand_nan", "score"),
-                 "drift": ("current", "cand_nan", "prediction"), "disparity": ("run", "cand_nan", "score"),
+                 "drift": ("current", "logs", "prediction"), "disparity": ("run", "cand_nan", "score"),
                  "data_quality": ("inputs", "cand_nan", "score")}
 
 

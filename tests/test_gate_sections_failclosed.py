@@ -101,6 +101,10 @@ def check_section_config(case, tmp: Path) -> tuple[int | None, dict | None]:
     if case.valid:
         assert not r["errors"], (r["errors"], case.value)  # legal config, legal data: every section computed
         assert run.exit_code in (0, 1), [g for g in r["gates"] if g["status"] == "error"]
+    elif case.broken == "audit_broken_input:data_quality":
+        # profiling a broken input is the data-quality audit's job: its gate fails (exit 1) or errors, never passes
+        assert run.exit_code in (1, 2)
+        assert any(g["type"] == "data_quality" and g["status"] in ("fail", "error") for g in r["gates"]), r["gates"]
     else:
         assert run.exit_code == 2, (case, statuses)  # never 0 (or 1) on anything broken
         assert case.fragment in _texts(r), (case, _texts(r))  # ... and the report says why
@@ -119,3 +123,46 @@ def test_generated_section_configs_fail_closed(section_data, tmp_path_factory, d
         assert "<script>alert(1)</script>" not in render_card_html(r, figures=False)
         render_report_md(r)
         render_junit(r)
+
+
+# --------------------------------------------------------------------------- regressions found by the generator
+
+_MINIMAL = {
+    "exposure": {"run": "cand", "groups": "catalog", "group_column": "provider"},
+    "popularity": {"run": "cand", "catalog": "catalog"},
+    "miscalibration": {"run": "cand", "history": "history", "catalog": "catalog"},
+    "safety": {"run": "cand", "flags": "catalog"},
+    "drift": {"baseline": "prod", "current": "cand", "columns": ["prediction"]},
+    "disparity": {"run": "cand", "labels": "labels", "attributes": "users", "sensitive": ["country"]},
+    "data_quality": {"inputs": ["cand"]},
+}
+
+
+@pytest.mark.parametrize("audit, key, value", [
+    ("drift", "bins", "ten"),            # was: ValueError from int() deep in the runner (exit 3)
+    ("drift", "bins", 2.5),              # was: silently truncated to 2
+    ("drift", "columns", 5),             # was: drift_audit on the integer column name 5
+    ("safety", "flag_column", ["flagged"]),  # was: a section error about a column "['flagged']"
+    ("exposure", "group_column", 5),
+    ("exposure", "patience", "high"),
+    ("popularity", "tail_quantile", "high"),
+    ("popularity", "exclude_history", "no"),
+    ("miscalibration", "alpha", "x"),
+    ("safety", "negative_label", "neg"),
+    ("disparity", "tolerance", "wide"),  # was: tuple("wide") = ('w', 'i', 'd', 'e') passed to the audit
+    ("disparity", "intersections", "yes"),
+    ("disparity", "sensitive", 3),
+    ("data_quality", "inputs", ["cand", "cand"]),
+])
+def test_regression_wrongly_typed_audit_keys_are_config_errors_with_the_key_and_line(tmp_path, section_data, audit,
+                                                                                      key, value):
+    from receval.testing import _toml_table
+
+    spec = {**_MINIMAL[audit], key: value}
+    text = "\n".join(["[model]", 'name = "m"'] + _toml_table("[inputs]", {k: str(v) for k, v in section_data.items()})
+                     + _toml_table(f"[audits.{audit}]", spec)
+                     + _toml_table("[[gates]]", {"type": "sample_size", "min_n": 0})) + "\n"
+    p = tmp_path / "g.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"audits\.{audit}\.{key}.* \(line \d+\)"):
+        load_config(p)
