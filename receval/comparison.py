@@ -97,9 +97,8 @@ class ComparisonResult:
         }
 
     def to_markdown(self, digits: int = 4) -> str:
-        from receval._markdown import (
-            cell,  # run names are user text: escaped, one line, no control characters
-        )
+        # run names are user text: escaped, on one line, without control or bidirectional characters
+        from receval._markdown import cell
 
         level = int(round(self.settings["level"] * 100))
         head = (

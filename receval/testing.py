@@ -23,7 +23,11 @@ and attribute tables with nulls. The broken cases: missing columns, null ids,
 NaN scores and labels, infinite labels, float ids, ids mixing numbers and text,
 text scores, duplicate (request, item) rows, propensities of 0, > 1 or NaN,
 target distributions that do not sum to 1, and gate configs with typos, wrong
-types, unknown gate types and unknown input names.
+types, unknown gate types and unknown input names. :func:`compare_inputs` draws
+several runs (identical, re-scored, over disjoint request sets, one of them
+broken, or a single run); :func:`section_gate_configs` draws gate configs with
+``[audits.*]`` and ``[counterfactual]`` sections whose keys, values, inputs or
+gates are broken.
 
 This module imports hypothesis (a test dependency) at import time;
 ``import receval`` never imports it.

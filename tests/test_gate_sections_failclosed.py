@@ -111,7 +111,9 @@ def check_section_config(case, tmp: Path) -> tuple[int | None, dict | None]:
     return run.exit_code, r
 
 
-@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# each example runs a whole gate (audits, a reward model): half the profile's examples keeps CI quick
+@settings(max_examples=max(20, settings.default.max_examples // 2), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
 def test_generated_section_configs_fail_closed(section_data, tmp_path_factory, data):
     case = data.draw(section_gate_configs({k: str(v) for k, v in section_data.items()}))
