@@ -23,7 +23,7 @@ from test_spark import _java_available, spark  # noqa: F401 - the session fixtur
 
 import receval
 from receval.errors import CoverageWarning, InputError, ReceValError
-from receval.testing import Hostile, run_and_labels
+from receval.testing import Hostile, compare_inputs, run_and_labels
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 
@@ -116,6 +116,42 @@ def test_spark_engine_gives_the_local_outcome(spark, tmp_path_factory, broken, d
     local = _outcome(_evaluate(paths, "polars"))
     event(f"{case.broken or 'legal'} -> {local[0]}")
     assert_same_outcome(local, _outcome(_evaluate(paths, "spark")), "spark")
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(compare_inputs(backend=False), st.sampled_from(["error", "intersect"]))
+def test_compare_on_the_streaming_engine_gives_the_local_outcome(tmp_path_factory, case, on_mismatch):
+    runs, lab = case.value
+    d = tmp_path_factory.mktemp("cmp")
+    paths = {}
+    try:
+        for i, (name, frame) in enumerate(runs.items()):
+            paths[name] = str(d / f"run{i}.parquet")
+            frame.to_parquet(paths[name])
+        lab.to_parquet(d / "labels.parquet")
+    except Exception as e:  # noqa: BLE001 - pyarrow cannot hold it (mixed object columns)
+        if isinstance(e, ValueError | TypeError | OverflowError) or type(e).__module__.startswith("pyarrow"):
+            return
+        raise
+
+    def call(engine):
+        return lambda: receval.compare(paths, str(d / "labels.parquet"), ["ndcg@10", "mrr"], n_boot=5,
+                                       on_mismatch=on_mismatch, engine=engine)
+
+    local, other = _outcome(call("polars")), _outcome(call("streaming"))
+    event(f"{case.broken or 'legal'} -> {local[0]}")
+    assert local[0] == other[0], (local[1], other[1])
+    assert local[2] == other[2]
+    if local[0] == "error":
+        assert _describe(other[1]) == _describe(local[1]), (str(local[1]), str(other[1]))
+        return
+    a, b = local[1].to_dict(), other[1].to_dict()
+    assert a["counts"] == b["counts"]
+    for ra, rb in zip(a["comparisons"], b["comparisons"], strict=True):
+        for k in ("candidate", "metric", "n", "test", "significant"):
+            assert ra[k] == rb[k], k
+        for k in ("baseline_mean", "candidate_mean", "diff", "ci_low", "ci_high", "p_value"):
+            assert (ra[k] is None) == (rb[k] is None) and (ra[k] is None or math.isclose(ra[k], rb[k], abs_tol=1e-12)), k
 
 
 # --------------------------------------------------------------------------- files the strategies cannot draw

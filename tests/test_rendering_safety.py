@@ -368,3 +368,26 @@ def test_allow_list_is_not_stale():
         assert any(w.startswith(what) for w in found), f"{rel}: {what} is allow-listed ({why}) but gone"
     src = (ROOT / "receval/gate/runner.py").read_text(encoding="utf-8")
     assert "shell=True" not in src
+
+
+def test_cli_error_and_warning_lines_have_no_bidi_or_control_characters(tmp_path, capsys):
+    """Column names and ids reach `receval: error:` / `receval: warning:` lines: neutralised like control
+    characters (a U+202E in a column name would otherwise reverse the rest of the CI log line)."""
+    from receval.cli import main
+
+    run = pd.DataFrame({"request_id": ["q\u202e1"] * 2, "item_id": ["a", "b"], "sc\u2066ore\x1b[2K": [1.0, 0.0]})
+    lab = pd.DataFrame({"request_id": ["x\u200b"], "item_id": ["a"], "label": [1]})
+    rp, lp = tmp_path / "run.parquet", tmp_path / "labels.parquet"
+    run.to_parquet(rp)
+    lab.to_parquet(lp)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(rp), "--labels", str(lp), "-m", "mrr"]) == 2  # no score column
+    err = capsys.readouterr().err
+    assert err.startswith("receval: error: ") and "'sc\\u2066ore\\x1b[2K'" in err, err  # named, as a repr
+    _assert_no_bidi(err, "error line")
+    run.rename(columns={"sc\u2066ore\x1b[2K": "score"}).to_parquet(rp)
+    assert main(["evaluate", "--run", str(rp), "--labels", str(lp), "-m", "mrr"]) == 0  # no request in common
+    err = capsys.readouterr().err
+    assert err.startswith("receval: warning: run: 1 of 1 judged requests"), err
+    _assert_no_bidi(err, "warning line")
+    assert "\x1b" not in err
