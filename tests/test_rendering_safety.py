@@ -58,14 +58,14 @@ def _hostile_data(d: Path) -> dict[str, Path]:
     """Small inputs whose ids, group names and providers are injection strings."""
     rng = np.random.default_rng(1)
     d.mkdir(parents=True, exist_ok=True)
-    items = [f"item{j}{INJECT[j % len(INJECT)]}" for j in range(8)]
+    items = [f"item{j}{INJECT[j]}{INJECT[9 + j % 4]}" for j in range(8)]  # markup or controls, and bidi
     req = np.repeat(np.arange(40), len(items))
     run = pd.DataFrame({"request_id": req, "item_id": np.tile(items, 40), "score": rng.normal(size=len(req)),
                         "user_id": [f"u{r % 10}" for r in req]})
     lab = run[["request_id", "item_id"]].assign(label=rng.integers(0, 2, len(req)))
     users = pd.DataFrame({"user_id": [f"u{j}" for j in range(10)],
-                          "country": [INJECT[j % 3] + "country" for j in range(10)]})
-    cat = pd.DataFrame({"item_id": items, "provider": [INJECT[j % 4] + "prov" for j in range(8)],
+                          "country": [INJECT[j % 3] + "country" + INJECT[9 + j % 4] for j in range(10)]})
+    cat = pd.DataFrame({"item_id": items, "provider": [INJECT[j % 4] + "prov" + INJECT[10] for j in range(8)],
                         "popularity": rng.integers(0, 100, 8), "flagged": [j % 3 == 0 for j in range(8)]})
     paths = {"cand": d / "cand.parquet", "labels": d / "labels.parquet", "users": d / "users.parquet",
              "catalog": d / "catalog.parquet"}
@@ -190,6 +190,7 @@ def test_hostile_data_reaches_the_report_and_is_escaped_everywhere(gate_out):
     text = json.dumps(report, ensure_ascii=False)
     assert "<x-tbl>prov" in text or "<x-el>prov" in text  # data-derived group names are in the report...
     assert "country" in text
+    assert "country\u202ex-bidi" in text or "country\u2067x-iso" in text  # bidi-bearing group names too
     for name in ("model_card.html", "report.html"):
         _assert_clean_html((out / name).read_text(encoding="utf-8"), name)  # ... and escaped in HTML
     for name in ("model_card.md", "report.md"):
