@@ -363,6 +363,21 @@ def compare(
                     baseline, [Violation("user_id", "every compared request needs a user (judged requests missing from the run have none)",
                                          users.null_count(), (), "use unit='request' or missing_in_run='ignore'")],
                 )
+            # the user of a request is a fact about the request: runs that disagree cannot both be right, and
+            # resampling by the baseline's users alone would hide it (ids compared as text, like request ids)
+            cand_users = cand.unit_user.gather(ic)
+            listed = base.unit_in_run[ib] & cand.unit_in_run[ic]
+            differ = listed & (users.cast(pl.String) != cand_users.cast(pl.String)).fill_null(True).to_numpy()
+            if differ.any():
+                where = np.flatnonzero(differ)[:3]
+                req = base.request_ids.gather(ib[where]).to_list()
+                raise InputError(
+                    f"{baseline} vs {cand_name}",
+                    [Violation("user_id", "both runs must give each request the same user", int(differ.sum()),
+                               tuple(f"request {r!r}: {users[int(i)]!r} in {baseline}, {cand_users[int(i)]!r} in "
+                                     f"{cand_name}" for r, i in zip(req, where, strict=True)),
+                               "take user_id from one source (e.g. the request log) for every run")],
+                )
             codes = users.cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
             _, groups = np.unique(codes, return_inverse=True)
             n_units = int(groups.max()) + 1

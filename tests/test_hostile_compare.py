@@ -154,3 +154,19 @@ def test_coverage_warning_from_compare_names_the_run():
     with pytest.warns(CoverageWarning, match=r"cand: 2 of 3 judged requests \(67%\) are missing from the run .*"
                                              r"only 1 judged request appears in the run"):
         receval.compare({"prod": prod, "cand": a}, lab, ["ndcg@10"], n_boot=5, on_mismatch="intersect")
+
+
+def test_regression_runs_giving_a_request_different_users_is_an_input_error():
+    """Was: unit='user' resampled by the baseline's users and silently ignored the candidate's."""
+    lab = pd.DataFrame({"request_id": [1, 2, 3], "item_id": [1, 1, 1], "label": [1, 1, 0]})
+
+    def run(users):
+        return pd.DataFrame({"request_id": [1, 1, 2, 2, 3, 3], "item_id": [1, 2] * 3, "score": [1.0, 0.5] * 3,
+                             "user_id": [u for u in users for _ in range(2)]})
+
+    with pytest.raises(InputError, match=r"user_id: both runs must give each request the same user; 2 rows .*"
+                                         r"request 2: 'b' in a, 'y' in b"):
+        receval.compare({"a": run(["a", "b", "c"]), "b": run(["a", "y", "z"])}, lab, ["mrr"], unit="user", n_boot=5)
+    # the same users written as integers in one run and text in the other are the same users
+    res = receval.compare({"a": run([1, 2, 3]), "b": run(["1", "2", "3"])}, lab, ["mrr"], unit="user", n_boot=5)
+    assert res.counts["b"]["paired_users"] == 3
