@@ -417,3 +417,20 @@ def test_regression_parity_and_data_quality_on_scores_near_the_float_limit():
     q = data_quality(off, "run").to_dict()
     json.dumps(q, allow_nan=False)
     assert "1e+308" in json.dumps(q) or "3.333" in json.dumps(q)  # the mean 1e308/3 is published, not inf
+
+
+def test_regression_calibration_audit_with_a_subnormal_group_value():
+    """Was: RuntimeWarning overflow in 1 / ratio when a group's ECE is subnormal (a prediction of 1e-313),
+    found by test_calibration_audit in the CI profile."""
+    from receval.audits.disparity import calibration_audit
+
+    run = pd.DataFrame({"request_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 2], "score": [1.0, 0.0, 1.0, 0.0],
+                        "user_id": ["a", "a", "b", "b"], "prediction": [1e-313, 0.0, 0.0, 0.0]})
+    lab = pd.DataFrame({"request_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 2], "label": [0.0, 0.0, 1.0, 1.0]})
+    attrs = pd.DataFrame({"user_id": ["a", "b"], "age": ["<25", "50+"]})
+    res = calibration_audit(run, lab, attributes=attrs, sensitive="age", metrics=["ece"], n_boot=5,
+                            min_group_size=1)
+    d = assert_published_numbers_explained(res)
+    young = next(g for g in res["age", "ece"].groups if g.values == ("<25",))
+    assert 0 < young.value.value < 1e-300 and young.ratio.value < 1e-300  # the tiny numbers, not 0 or inf
+    json.dumps(d, allow_nan=False)
