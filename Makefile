@@ -46,7 +46,8 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: $(TEST_VENV)/.installed
 	RECEVAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(TEST_VENV)/bin/python -m pytest -q --hypothesis-profile=fuzz \
 		--hypothesis-show-statistics tests/test_hostile_properties.py tests/test_gate_failclosed.py \
-		tests/test_rendering_safety.py tests/test_fuzz.py
+		tests/test_rendering_safety.py tests/test_fuzz.py tests/test_hostile_compare.py \
+		tests/test_gate_sections_failclosed.py tests/test_hostile_engines.py
 
 bench: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python benchmarks/bench_metrics.py

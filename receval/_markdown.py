@@ -6,15 +6,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from receval._text import no_controls
+
 
 def cell(value: Any, digits: int = 4) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
         return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
-    text = str(value)
-    # a cell must not break the table or inject markup
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    # a cell must not break the table, inject markup, or carry control / bidirectional characters to a terminal
+    text = " ".join(no_controls(str(value)).split())
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 4, numeric: Sequence[bool] | None = None) -> str:

@@ -8,6 +8,7 @@ or usage (message on stderr, no traceback), 3 internal error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -575,6 +576,49 @@ def _safe(text: str, *, oneline: bool = False) -> str:
     return " ".join(text.split()) if oneline else text
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr():
+    """receval's own warnings (e.g. a run missing most judged requests) as ``receval: warning: ...`` lines on
+    stderr, printed even when the command then fails; other warnings are shown as usual."""
+    import warnings
+
+    from receval.errors import ReceValWarning
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always", ReceValWarning)
+            try:
+                yield
+            finally:
+                caught = list(rec)
+    finally:
+        for w in caught:
+            if issubclass(w.category, ReceValWarning):
+                print(_safe(f"receval: warning: {w.message}", oneline=True), file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "evaluate":
+        return _cmd_evaluate(args)
+    if args.command == "compare":
+        return _cmd_compare(args)
+    if args.command == "metrics":
+        return _cmd_metrics()
+    if args.command == "ope":
+        return _cmd_ope(args)
+    if args.command == "gate":
+        return _cmd_gate(args)
+    if args.command == "audit":
+        return _cmd_audit(args)
+    if args.command == "verify":
+        return _cmd_verify(args)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return EXIT_INTERNAL  # pragma: no cover
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -584,21 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from receval.errors import ReceValError
 
     try:
-        if args.command == "evaluate":
-            return _cmd_evaluate(args)
-        if args.command == "compare":
-            return _cmd_compare(args)
-        if args.command == "metrics":
-            return _cmd_metrics()
-        if args.command == "ope":
-            return _cmd_ope(args)
-        if args.command == "gate":
-            return _cmd_gate(args)
-        if args.command == "audit":
-            return _cmd_audit(args)
-        if args.command == "verify":
-            return _cmd_verify(args)
-        parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+        with _warnings_to_stderr():
+            return _dispatch(parser, args)
     except ReceValError as exc:
         print(_safe(f"receval: error: {exc}"), file=sys.stderr)
         return EXIT_INPUT

@@ -97,6 +97,9 @@ class ComparisonResult:
         }
 
     def to_markdown(self, digits: int = 4) -> str:
+        # run names are user text: escaped, on one line, without control or bidirectional characters
+        from receval._markdown import cell
+
         level = int(round(self.settings["level"] * 100))
         head = (
             f"| candidate | metric | baseline | candidate | diff | {level}% CI | rel. diff | p | p adj. ({self.settings['correction']}) | non-inferior |\n"
@@ -113,7 +116,7 @@ class ComparisonResult:
         for r in self.rows:
             ni = "n/a" if r.non_inferior is None else ("yes" if r.non_inferior else "NO")
             lines.append(
-                f"| {r.candidate} | {r.metric} | {f(r.baseline_mean)} | {f(r.candidate_mean)} | {f(r.diff)} | "
+                f"| {cell(r.candidate)} | {r.metric} | {f(r.baseline_mean)} | {f(r.candidate_mean)} | {f(r.diff)} | "
                 f"[{f(r.ci_low)}, {f(r.ci_high)}] | {f(r.rel_diff * 100 if math.isfinite(r.rel_diff) else math.nan, 2)}% | "
                 f"{pv(r.p_value)} | {pv(r.p_adjusted)} | {ni} |"
             )
@@ -284,6 +287,10 @@ def compare(
         )
         for name, run in runs.items()
     }
+    from receval.evaluation import _warn_missing_in_run
+
+    for name, sc in scored.items():
+        _warn_missing_in_run(sc.counts, name)
     base = scored[baseline]
     rows: list[ComparisonRow] = []
     counts: dict[str, dict[str, int]] = {}
@@ -335,6 +342,14 @@ def compare(
             both = (in_b == in_c)
             ib, ic = ib[both], ic[both]
             counts[cand_name]["paired_requests"] = len(ib)
+            if len(ib) == 0:  # nothing left to pair: no number (not even a p-value of 1) describes the runs
+                raise InputError(
+                    f"{baseline} vs {cand_name}",
+                    [Violation("request_id", "the runs share no judged request that both list (on_mismatch='intersect')",
+                               lost_c + lost_b,
+                               (f"{lost_c} listed only by {baseline}", f"{lost_b} listed only by {cand_name}"),
+                               "check that both runs use the same request ids (and column mapping)")],
+                )
 
         pairs_b = {m: base.stats[m].take(ib) for m in parsed}
         pairs_c = {m: cand.stats[m].take(ic) for m in parsed}
@@ -347,6 +362,21 @@ def compare(
                 raise InputError(
                     baseline, [Violation("user_id", "every compared request needs a user (judged requests missing from the run have none)",
                                          users.null_count(), (), "use unit='request' or missing_in_run='ignore'")],
+                )
+            # the user of a request is a fact about the request: runs that disagree cannot both be right, and
+            # resampling by the baseline's users alone would hide it (ids compared as text, like request ids)
+            cand_users = cand.unit_user.gather(ic)
+            listed = base.unit_in_run[ib] & cand.unit_in_run[ic]
+            differ = listed & (users.cast(pl.String) != cand_users.cast(pl.String)).fill_null(True).to_numpy()
+            if differ.any():
+                where = np.flatnonzero(differ)[:3]
+                req = base.request_ids.gather(ib[where]).to_list()
+                raise InputError(
+                    f"{baseline} vs {cand_name}",
+                    [Violation("user_id", "both runs must give each request the same user", int(differ.sum()),
+                               tuple(f"request {r!r}: {users[int(i)]!r} in {baseline}, {cand_users[int(i)]!r} in "
+                                     f"{cand_name}" for r, i in zip(req, where, strict=True)),
+                               "take user_id from one source (e.g. the request log) for every run")],
                 )
             codes = users.cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
             _, groups = np.unique(codes, return_inverse=True)

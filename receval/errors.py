@@ -17,6 +17,8 @@ __all__ = [
     "MetricNameError",
     "UsageError",
     "ResourceError",
+    "ReceValWarning",
+    "CoverageWarning",
 ]
 
 
@@ -33,6 +35,18 @@ class ResourceError(ReceValError, MemoryError):
 
     The message names the computation, the predicted allocation, the limit (``RECEVAL_MAX_DENSE_BYTES``,
     default half the machine's memory) and what to do instead.
+    """
+
+
+class ReceValWarning(UserWarning):
+    """Base class of the warnings receval emits: the result is computed, but may not mean what you think."""
+
+
+class CoverageWarning(ReceValWarning):
+    """Most judged requests are missing from the run (or the run and the labels share no request).
+
+    Under ``missing_in_run="zero"`` those requests score 0, so the metrics mostly count the
+    run's absence, not its ranking. The counts are in ``result.counts``.
     """
 
 

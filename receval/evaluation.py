@@ -179,6 +179,29 @@ class Scored:
     unit_in_run: Any = None  # bool per unit: the request has rows in the run (else scored 0 by policy)
 
 
+def _warn_missing_in_run(counts: Mapping[str, int], name: str, *, stacklevel: int = 3) -> None:
+    """A :class:`~receval.errors.CoverageWarning` when more than half of the judged requests are missing
+    from the run and scored 0 (``missing_in_run="zero"``); the result is still returned, counted."""
+    missing = int(counts.get("labels_only_scored_zero", 0))
+    judged = int(counts.get("label_requests", 0))
+    if missing == 0 or 2 * missing <= judged:
+        return
+    import warnings
+
+    from receval.errors import CoverageWarning
+
+    shared = judged - missing
+    what = ("the run and the labels share no request" if shared == 0
+            else f"only {shared} judged request{'s appear' if shared != 1 else ' appears'} in the run")
+    warnings.warn(
+        f"{name}: {missing} of {judged} judged requests ({100 * missing / judged:.0f}%) are missing from the run "
+        f"and scored 0 (missing_in_run='zero'): {what}; the metrics mostly measure the missing requests. "
+        "Check that both inputs use the same request ids (and column mapping), or pass missing_in_run='ignore' "
+        "to evaluate only the requests the run lists (counts: result.counts)",
+        CoverageWarning, stacklevel=stacklevel,
+    )
+
+
 def _check_options(level: float, n_boot: int, missing_in_run: str, missing_in_labels: str) -> None:
     for name, value in (("missing_in_run", missing_in_run), ("missing_in_labels", missing_in_labels)):
         if value not in ("zero", "ignore"):
@@ -564,6 +587,7 @@ def evaluate(
         catalog_columns=catalog_columns, format=format, missing_in_run=missing_in_run,
         missing_in_labels=missing_in_labels, slice_columns=from_run, engine=engine,
     )
+    _warn_missing_in_run(scored.counts, "run")
     summary, method = summarise(scored, level=level, n_boot=n_boot, seed=seed, bootstrap=bootstrap)
     slices = None
     if slice_cols:

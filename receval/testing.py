@@ -23,7 +23,11 @@ and attribute tables with nulls. The broken cases: missing columns, null ids,
 NaN scores and labels, infinite labels, float ids, ids mixing numbers and text,
 text scores, duplicate (request, item) rows, propensities of 0, > 1 or NaN,
 target distributions that do not sum to 1, and gate configs with typos, wrong
-types, unknown gate types and unknown input names.
+types, unknown gate types and unknown input names. :func:`compare_inputs` draws
+several runs (identical, re-scored, over disjoint request sets, one of them
+broken, or a single run); :func:`section_gate_configs` draws gate configs with
+``[audits.*]`` and ``[counterfactual]`` sections whose keys, values, inputs or
+gates are broken.
 
 This module imports hypothesis (a test dependency) at import time;
 ``import receval`` never imports it.
@@ -49,6 +53,7 @@ __all__ = [
     "runs",
     "labels",
     "run_and_labels",
+    "compare_inputs",
     "logged_feedback_frames",
     "slate_frames",
     "catalogs",
@@ -56,6 +61,9 @@ __all__ = [
     "drift_frames",
     "toml_string",
     "gate_configs",
+    "section_gate_configs",
+    "SECTION_INPUTS",
+    "SECTION_RULES",
     "frame_backend",
     "check_outcome",
     "assert_published_numbers_explained",
@@ -64,6 +72,7 @@ __all__ = [
     "LOG_RULES",
     "SLATE_RULES",
     "CONFIG_RULES",
+    "COMPARE_RULES",
 ]
 
 
@@ -348,6 +357,64 @@ def run_and_labels(draw, *, broken: bool | None = None, backend: bool = True, wh
         except Exception:  # noqa: BLE001 - a frame the backend cannot hold stays pandas
             pass
     return Hostile((run, lab), rule, column, fragment)
+
+
+#: rules of :func:`compare_inputs` beyond a broken run (:data:`RUN_RULES`)
+COMPARE_RULES: dict[str, tuple[str, str]] = {
+    "single_run": ("runs", "at least two"),
+}
+
+
+@st.composite
+def compare_inputs(draw, *, broken: bool | None = None, backend: bool = True) -> Hostile:
+    """``(runs, labels)`` for :func:`receval.compare`: 2-4 runs (names from :data:`HOSTILE_STRINGS`) over
+    shared id pools.
+
+    Each run after the first is drawn fresh, copied (identical runs), re-scored (same rows, tied and
+    ``±inf`` scores) or over request ids the labels do not know (disjoint request sets). Broken cases:
+    one run (any, not only the first) breaks one of :data:`RUN_RULES` (``broken`` = ``"run:<rule>"``),
+    or only one run is given (``"single_run"``). Whether the runs list the same judged requests is a
+    property of the data, not a broken rule: a test computes it (``on_mismatch="error"`` refuses it).
+    """
+    kind, reqs, items = draw(_pool())
+    lab = draw(_label_frame(kind, reqs, items))
+    first = draw(_run_frame(kind, reqs, items))
+    frames = [first]
+    for _ in range(draw(st.integers(1, 3))):
+        how = draw(st.sampled_from(["fresh", "identical", "rescored", "disjoint"]))
+        if how == "identical":
+            frames.append(first.copy())
+        elif how == "rescored":
+            other = first[["request_id", "item_id"]].copy()
+            other["score"] = pd.Series(draw(st.lists(scores(ties=True), min_size=len(other), max_size=len(other))),
+                                       dtype="float64")
+            frames.append(other)
+        elif how == "disjoint":
+            unknown = [10_000 + i for i in range(len(reqs))] if kind == "int" else [f"zz{i}" for i in range(len(reqs))]
+            frames.append(draw(_run_frame(kind, unknown, items)))
+        else:
+            frames.append(draw(_run_frame(kind, reqs, items)))
+    names = draw(st.lists(st.sampled_from([h for h in HOSTILE_STRINGS if h.strip()]) | st.sampled_from(
+        ["prod", "cand", "b"]), min_size=len(frames), max_size=len(frames), unique=True))
+    is_broken = draw(st.booleans()) if broken is None else broken
+    rule = column = fragment = None
+    if is_broken:
+        rule = draw(st.sampled_from(sorted(RUN_RULES) + ["single_run"]))
+        if rule == "single_run":
+            frames, names = frames[:1], names[:1]
+            column, fragment = COMPARE_RULES[rule]
+        else:
+            j = draw(st.integers(0, len(frames) - 1))
+            frames[j] = _break_run(frames[j], rule, np.random.default_rng(draw(st.integers(0, 2**16))))
+            column, fragment = RUN_RULES[rule]
+            rule = f"run:{rule}"
+    if backend and not (rule and "mixed_id" in rule):
+        be = draw(st.sampled_from(["pandas", "polars", "arrow"]))
+        try:
+            frames, lab = [frame_backend(f, be) for f in frames], frame_backend(lab, be)
+        except Exception:  # noqa: BLE001 - a frame the backend cannot hold stays pandas
+            pass
+    return Hostile((dict(zip(names, frames, strict=True)), lab), rule, column, fragment)
 
 
 # --------------------------------------------------------------------------- logged feedback, target policies
@@ -658,6 +725,278 @@ def gate_configs(draw, inputs: Mapping[str, str], *, broken: bool | None = None,
             lines += ["", "[evaluaton]", "x = 1"]
     text = "\n".join(lines + [ln for g in gates for ln in g]) + "\n"
     return Hostile(text, rule, column, fragment)
+
+
+# --------------------------------------------------------------------------- gate configs with audit and counterfactual sections
+
+#: inputs :func:`section_gate_configs` expects (name -> what the file holds)
+SECTION_INPUTS: dict[str, str] = {
+    "cand": "run: request_id, item_id, score, user_id, prediction",
+    "prod": "run, same columns",
+    "labels": "request_id, item_id, label",
+    "users": "user_id, country, age_band",
+    "catalog": "item_id, provider, popularity, flagged, category",
+    "history": "user_id, item_id",
+    "logs": "request_id, item_id, position, reward (0/1), propensity, user_feature_0",
+    "target": "request_id, item_id, position, probability",
+    "cand_nan": "cand with a NaN score",
+    "catalog_bad": "catalog with a null flag and a negative popularity",
+    "logs_bad": "logs with a propensity of 0",
+}
+
+#: rule -> (key or column the error must name, message fragment); ``*`` is filled in per drawn case
+SECTION_RULES: dict[str, tuple[str, str]] = {
+    "audit_typo_key": ("audits.*", "did you mean"),
+    "unknown_audit": ("audits.fairnes", "unknown key"),
+    "audit_unknown_input": ("audits.*", "names no input"),
+    "audit_missing_required": ("audits.*", "missing required key"),
+    "audit_bad_k": ("audits.*.k", "positive integer"),
+    "audit_wrong_type": ("audits.*", "*"),
+    "audit_bad_value": ("audits.*", "*"),
+    "audit_missing_column": ("nope_col", "nope_col"),
+    "audit_broken_input": ("*", "*"),
+    "cf_unknown_estimator": ("counterfactual.estimators", "unknown estimator"),
+    "cf_bad_reward_range": ("counterfactual.reward_range", "low < high"),
+    "cf_target_and_policy_log": ("counterfactual", "exactly one of"),
+    "cf_unknown_input": ("counterfactual.logs", "names no input"),
+    "cf_wrong_type": ("counterfactual.clip", "must be a number"),
+    "cf_broken_logs": ("propensity", "propensity"),
+    "cf_reward_out_of_range": ("reward", "reward"),
+    "gate_without_section": ("*", "*"),
+    "gate_unknown_group": ("nope_group", "nope_group"),
+    "gate_unknown_quantity": ("nope_q", "nope_q"),
+}
+
+# per audit: (key, wrongly typed value), (key, value of the right type the audit refuses)
+_WRONG_TYPE = {
+    "exposure": [("group_column", 5), ("browsing", 7), ("patience", "high")],
+    "popularity": [("tail_quantile", "high"), ("exclude_history", "no"), ("popularity", 3)],
+    "miscalibration": [("alpha", "x"), ("position_weight", 3), ("category", ["category"])],
+    "safety": [("flag_column", ["flagged"]), ("negative_label", "neg")],
+    "drift": [("bins", "ten"), ("columns", 5), ("bins", 2.5)],
+    "disparity": [("sensitive", 3), ("tolerance", "wide"), ("intersections", "yes"), ("unit", 5), ("metrics", 7)],
+    "data_quality": [("inputs", 5), ("kinds", "run")],
+}
+_BAD_VALUE = {
+    "exposure": [("browsing", "nope"), ("patience", 5.0), ("target", "nope")],
+    "popularity": [("tail_quantile", 2.0)],
+    "miscalibration": [("alpha", -1.0), ("position_weight", "nope")],
+    "safety": [("negative_label", float("nan"))],
+    "drift": [("bins", 0), ("bins", -3)],
+    "disparity": [("unit", "nope"), ("missing", "nope"), ("tolerance", [1.5, 0.5]), ("metrics", ["nope@10"])],
+    "data_quality": [("inputs", ["cand", "cand"])],
+}
+_MISSING_COLUMN = {"exposure": "group_column", "popularity": "popularity", "miscalibration": "category",
+                   "safety": "flag_column", "drift": "columns", "disparity": "sensitive"}
+_REQUIRED = {"exposure": ("run", "groups", "group_column"), "popularity": ("run", "catalog"),
+             "safety": ("run", "flags"), "drift": ("baseline", "current", "columns"),
+             "disparity": ("run", "attributes", "sensitive"), "data_quality": ("inputs",),
+             "miscalibration": ("run", "history", "catalog")}
+# an audit's gate (legal: decided, pass or fail); the input that breaks each audit (drift counts NaN as
+# missing, legally: its broken input is one without the column)
+_AUDIT_GATES = {
+    "exposure": {"type": "exposure", "quantity": "share_ratio", "within": [0.0, 1e9]},
+    "popularity": {"type": "popularity", "quantity": "arp", "op": ">=", "threshold": 0.0},
+    "safety": {"type": "safety", "quantity": "slot_share", "op": "<=", "threshold": 1.0},
+    "miscalibration": {"type": "miscalibration", "quantity": "miscalibration", "op": "<=", "threshold": 1e9},
+    "drift": {"type": "drift", "column": "prediction", "max_psi": 1e9},
+    "data_quality": {"type": "data_quality", "max_errors": 0},
+    "disparity": {"type": "fairness", "metric": "ndcg@10", "attribute": "country", "ratio": [0.0, 1e9]},
+}
+_BROKEN_INPUT = {"exposure": ("run", "cand_nan", "score"), "popularity": ("catalog", "catalog_bad", "popularity"),
+                 "safety": ("flags", "catalog_bad", "flagged"), "miscalibration": ("run", "cand_nan", "score"),
+                 "drift": ("current", "logs", "prediction"), "disparity": ("run", "cand_nan", "score"),
+                 "data_quality": ("inputs", "cand_nan", "score")}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return toml_string(v)
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{toml_string(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def _toml_table(header: str, table: Mapping[str, Any]) -> list[str]:
+    return ["", header] + [f"{toml_string(k) if not k.replace('_', '').isalnum() else k} = {_toml_value(v)}"
+                           for k, v in table.items()]
+
+
+@st.composite
+def section_gate_configs(draw, inputs: Mapping[str, str], *, broken: bool | None = None) -> Hostile:
+    """A ``receval gate`` TOML config with ``[audits.*]`` and ``[counterfactual]`` sections and their gates.
+
+    ``inputs``: every name of :data:`SECTION_INPUTS` -> path. Legal configs draw a subset of the seven audits
+    (with optional keys such as ``k``, ``browsing``, user groups, histories), maybe a counterfactual
+    section (target table, IPS-family and, with a reward model, DM/DR estimators) and a gate per section
+    that can be decided. Broken ones break one of :data:`SECTION_RULES`: a config error (typo, wrong
+    type, unknown input, missing key, bad k / estimator / reward range) or a run-time one (a value the
+    audit refuses, a column that does not exist, a broken input file, a gate on a section that is not
+    configured or a group that does not exist). ``column`` / ``fragment`` say what the error (a
+    ConfigError, or the report's errors and gate messages) must contain.
+    """
+    audits: dict[str, dict[str, Any]] = {}
+    chosen = draw(st.lists(st.sampled_from(sorted(_REQUIRED)), min_size=1, max_size=4, unique=True))
+    ks = st.sampled_from([1, 3, 10])
+    for name in chosen:
+        if name == "exposure":
+            a = {"run": "cand", "groups": "catalog", "group_column": "provider"}
+            if draw(st.booleans()):
+                a["k"] = draw(ks)
+            if draw(st.booleans()):
+                a["browsing"] = draw(st.sampled_from(["log", "rbp", "cascade"]))
+        elif name == "popularity":
+            a = {"run": "cand", "catalog": "catalog", "k": draw(ks)}
+            if draw(st.booleans()):
+                a.update(user_groups="users", group_column="country")
+            if draw(st.booleans()):
+                a["history"] = "history"
+            if draw(st.booleans()):
+                a["tail_quantile"] = draw(st.sampled_from([0.5, 0.8, 1.0]))
+        elif name == "miscalibration":
+            a = {"run": "cand", "history": "history", "catalog": "catalog", "category": "category", "k": draw(ks)}
+            if draw(st.booleans()):
+                a["position_weight"] = draw(st.sampled_from(["uniform", "log"]))
+        elif name == "safety":
+            a = {"run": "cand", "flags": "catalog", "flag_column": "flagged", "k": draw(ks)}
+            if draw(st.booleans()):
+                a.update(user_groups="users", group_column="age_band")
+        elif name == "drift":
+            a = {"baseline": "prod", "current": "cand",
+                 "columns": draw(st.sampled_from([["prediction"], ["score", "prediction"]]))}
+            if draw(st.booleans()):
+                a["bins"] = draw(st.integers(1, 12))
+        elif name == "disparity":
+            a = {"run": "cand", "labels": "labels", "metrics": ["ndcg@10"], "attributes": "users",
+                 "sensitive": draw(st.sampled_from([["country"], ["country", "age_band"]]))}
+            if draw(st.booleans()):
+                a["intersections"] = draw(st.booleans())
+        else:
+            a = {"inputs": draw(st.lists(st.sampled_from(["cand", "prod", "labels"]), min_size=1, max_size=3,
+                                         unique=True))}
+        audits[name] = a
+    gates: list[dict[str, Any]] = [{"id": "floor", "type": "metric", "metric": "ndcg@10", "threshold": 0.0}]
+    gates += [dict(_AUDIT_GATES[n], id=f"g-{n}") for n in chosen]
+    cf = None
+    if draw(st.booleans()):
+        model = draw(st.sampled_from(["none", "logistic"]))
+        ests = ["ips", "snips", "clipped_ips"] + (["dm", "dr", "sndr"] if model != "none" else [])
+        cf = {"logs": "logs", "target": "target",
+              "estimators": draw(st.lists(st.sampled_from(ests), min_size=1, max_size=3, unique=True)),
+              "reward_range": [0, 1], "reward_model": model}
+        if model != "none":
+            cf["context_columns"] = ["user_feature_0"]
+        gates.append({"id": "g-ope", "type": "ope", "estimator": cf["estimators"][0], "op": ">=", "threshold": -1.0})
+        gates.append({"id": "g-ope-diag", "type": "ope_diagnostics", "estimator": cf["estimators"][0],
+                      "min_ess_share": 0.0})
+
+    is_broken = draw(st.booleans()) if broken is None else broken
+    rule = column = fragment = None
+    if is_broken:
+        rules = [r for r in SECTION_RULES if not r.startswith("cf_") or cf is not None]
+        rule = draw(st.sampled_from(rules))
+        column, fragment = SECTION_RULES[rule]
+        name = draw(st.sampled_from(chosen))
+        a = audits[name]
+        if rule == "audit_typo_key":
+            key = draw(st.sampled_from([k for k in a if len(k) > 2]))
+            a[key[:-1] + key[-1] * 2] = a.pop(key)
+            column = f"audits.{name}"
+        elif rule == "unknown_audit":
+            audits["fairnes"] = {"run": "cand"}
+        elif rule == "audit_unknown_input":
+            key = draw(st.sampled_from([k for k in a if k in ("run", "groups", "catalog", "flags", "labels",
+                                                                 "user_groups", "baseline", "current",
+                                                                 "attributes", "history")] or ["run"]))
+            a[key] = "nope"
+            column = f"audits.{name}.{key}"
+        elif rule == "audit_missing_required":
+            key = draw(st.sampled_from(_REQUIRED[name]))
+            del a[key]
+            column = f"audits.{name}"
+        elif rule == "audit_bad_k":
+            if name in ("drift", "data_quality", "disparity"):  # audits without k: break a safety audit's
+                audits.setdefault("safety", {"run": "cand", "flags": "catalog", "flag_column": "flagged"})
+                name, a = "safety", audits["safety"]
+            a["k"] = draw(st.sampled_from([0, -1, "3", 2.5, True]))
+            column = f"audits.{name}.k"
+        elif rule in ("audit_wrong_type", "audit_bad_value"):
+            key, value = draw(st.sampled_from((_WRONG_TYPE if rule == "audit_wrong_type" else _BAD_VALUE)[name]))
+            a[key] = value
+            column, fragment = f"audits.{name}", key
+        elif rule == "audit_missing_column":
+            if name == "data_quality":
+                name = draw(st.sampled_from([n for n in chosen if n != "data_quality"] or ["drift"]))
+                audits.setdefault("drift", {"baseline": "prod", "current": "cand", "columns": ["prediction"]})
+                a = audits[name]
+            key = _MISSING_COLUMN[name]
+            a[key] = ["nope_col"] if key in ("columns", "sensitive") else "nope_col"
+            if name == "drift":
+                gates = [g for g in gates if g["type"] != "drift"]
+        elif rule == "audit_broken_input":
+            key, bad, column = _BROKEN_INPUT[name]
+            a[key] = [bad] if key == "inputs" else bad
+            fragment = column
+        elif rule == "cf_unknown_estimator":
+            cf["estimators"] = cf["estimators"] + ["ipss"]
+        elif rule == "cf_bad_reward_range":
+            cf["reward_range"] = draw(st.sampled_from([[1, 0], [0], [0, "1"], [0.5, 0.5]]))
+        elif rule == "cf_target_and_policy_log":
+            if draw(st.booleans()):
+                cf["policy_log"] = "logs"
+            else:
+                del cf["target"]
+        elif rule == "cf_unknown_input":
+            cf["logs"] = "nope"
+        elif rule == "cf_wrong_type":
+            cf["clip"] = draw(st.sampled_from(["ten", [1], True]))
+        elif rule == "cf_broken_logs":
+            cf["logs"] = "logs_bad"
+        elif rule == "cf_reward_out_of_range":
+            cf["reward_range"] = [0, 0.5]
+        elif rule == "gate_without_section":
+            del audits[name]
+            column = fragment = name
+        elif rule == "gate_unknown_group":
+            g = next(g for g in gates if g.get("id") == f"g-{name}")
+            if g["type"] in ("exposure", "popularity", "safety", "miscalibration"):
+                g["group"] = "nope_group"
+            elif g["type"] == "drift":
+                g["column"] = "nope_group"
+            elif g["type"] == "fairness":
+                g["attribute"] = "nope_group"
+            else:
+                g["input"] = "nope_group"
+        elif rule == "gate_unknown_quantity":
+            g = next(g for g in gates if g.get("id") == f"g-{name}")
+            if g["type"] in ("exposure", "popularity", "safety", "miscalibration"):
+                g["quantity"] = "nope_q"
+            elif g["type"] == "drift":
+                g["column"] = "nope_q"
+            elif g["type"] == "fairness":
+                g["metric"] = "nope_q@10"
+            else:
+                g["input"] = "nope_q"
+        rule = f"{rule}:{name}"
+    lines = ["[model]", f"name = {toml_string(draw(st.sampled_from(HOSTILE_STRINGS[:4])))}", "", "[settings]",
+             f"n_boot = {draw(st.sampled_from([1, 5]))}", f"min_group_size = {draw(st.sampled_from([1, 2]))}"]
+    lines += _toml_table("[inputs]", {k: str(v) for k, v in inputs.items()})
+    lines += _toml_table("[evaluation]", {"candidate": "cand", "labels": "labels", "metrics": ["ndcg@10"]})
+    if cf is not None:
+        lines += _toml_table("[counterfactual]", cf)
+    for n, a in audits.items():
+        lines += _toml_table(f"[audits.{n}]", a)
+    for g in gates:
+        lines += _toml_table("[[gates]]", g)
+    return Hostile("\n".join(lines) + "\n", rule, column, fragment)
 
 
 # --------------------------------------------------------------------------- assertions

@@ -636,6 +636,7 @@ def _restricted(run, labels, requests, metrics):
 
 
 @pytest.mark.parametrize("unit", ["user", "request"])
+@pytest.mark.filterwarnings("ignore::receval.errors.CoverageWarning")  # evaluate on one group's run
 def test_calibration_per_group_equals_evaluate_restricted_to_the_group(unit):
     metrics = ["ece", "brier", "mce(bins=5)", "logloss"]
     res = calibration_audit(RUN, LABELS, attributes=ATTRS, sensitive=["country"], metrics=metrics, unit=unit,
@@ -661,6 +662,7 @@ def test_calibration_per_group_equals_evaluate_restricted_to_the_group(unit):
     json.dumps(res.to_dict(), allow_nan=False)
 
 
+@pytest.mark.filterwarnings("ignore::receval.errors.CoverageWarning")  # evaluate on one group's run
 def test_calibration_intersections_equal_evaluate_restricted():
     res = calibration_audit(RUN, LABELS, attributes=ATTRS, sensitive=["country", "age_band"], intersections=True,
                             metrics=["ece(bins=8)"], n_boot=0, min_group_size=1)

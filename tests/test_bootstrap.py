@@ -257,7 +257,10 @@ def test_evaluate_with_no_evaluable_request_is_an_input_error():
     assert v.column == "request_id"
     assert "at least one request must be evaluable" in v.rule
     assert "same request ids" in v.hint
-    # with the default missing_in_run="zero", request b counts as 0 instead
-    res = evaluate(run, labels, ["mrr"])
+    # with the default missing_in_run="zero", request b counts as 0 instead (with a CoverageWarning)
+    from receval.errors import CoverageWarning
+
+    with pytest.warns(CoverageWarning, match="share no request"):
+        res = evaluate(run, labels, ["mrr"])
     assert res.counts["evaluated"] == 1 and res["mrr"].mean == 0.0
     assert res["mrr"].ci_low == 0.0 and res["mrr"].ci_high == 0.0

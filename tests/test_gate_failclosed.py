@@ -214,6 +214,23 @@ def test_no_request_in_common_errors(tmp_path, data):
     assert all(g["status"] == "error" for g in report["gates"]), report["gates"]  # even min_n = 0
 
 
+def test_run_missing_most_judged_requests_is_a_warning_in_the_report(tmp_path, data, capsys):
+    """Not an error (labels-only requests score 0, issue 2's contract), but not silent: the report's evaluation
+    section carries the CoverageWarning with the counts; `receval evaluate` prints it on stderr."""
+    run = pd.read_parquet(data["cand"])
+    run[run["request_id"] < 10].to_parquet(data["cand"])  # 10 of the 30 judged requests
+    out = tmp_path / "out"
+    assert _gate(_config(tmp_path, data, FLOOR), out) == 0
+    ev = _report(out)["results"]["evaluation"]["cand"]
+    assert ev["counts"]["labels_only_scored_zero"] == 20
+    assert len(ev["warnings"]) == 1 and ev["warnings"][0].startswith("cand: 20 of 30 judged requests (67%)")
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(data["cand"]), "--labels", str(data["labels"]), "-m", "mrr",
+                 "--n-boot", "5", "--output", "json"]) == 0
+    err = capsys.readouterr().err
+    assert "receval: warning: run: 20 of 30 judged requests (67%) are missing from the run" in err, err
+
+
 def test_fairness_gate_on_an_empty_or_absent_group_errors(tmp_path, data):
     users = tmp_path / "data" / "users.parquet"
     pd.DataFrame({"user_id": range(7), "country": ["DE"] * 7}).to_parquet(users)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import receval
-from receval.errors import ReceValError
+from receval.errors import CoverageWarning, ReceValError
 from receval.testing import (
     Hostile,
     assert_published_numbers_explained,
@@ -51,9 +52,19 @@ def _pandas(frame):
 
 @given(run_and_labels())
 def test_evaluate_hostile(case: Hostile):
-    res = check_outcome(case, lambda: receval.evaluate(*case.value, METRICS, n_boot=5), allow=EMPTY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CoverageWarning)  # other warnings stay errors (pyproject filterwarnings)
+        res = check_outcome(case, lambda: receval.evaluate(*case.value, METRICS, n_boot=5), allow=EMPTY)
     if res is None:
         return
+    # a CoverageWarning exactly when more than half of the judged requests are missing from the run
+    run_req = {str(v) for v in _pandas(case.value[0])["request_id"].astype(object)}
+    judged = {str(v) for v in _pandas(case.value[1])["request_id"].astype(object)}
+    warned = [str(w.message) for w in caught if issubclass(w.category, CoverageWarning)]
+    assert bool(warned) == (2 * len(judged - run_req) > len(judged)), (warned, res.counts)
+    if warned:
+        assert f"{len(judged - run_req)} of {len(judged)} judged requests" in warned[0]
+        assert res.counts["labels_only_scored_zero"] == len(judged - run_req)
     d = assert_published_numbers_explained(res)
     n = res.counts["evaluated"]
     assert n >= 1
@@ -66,6 +77,7 @@ def test_evaluate_hostile(case: Hostile):
     assert d["counts"]["evaluated"] == n
 
 
+@pytest.mark.filterwarnings("ignore::receval.errors.CoverageWarning")  # checked in test_hostile_compare.py
 @given(run_and_labels(broken=False), st.data())
 def test_compare_hostile(case: Hostile, data):
     run, lab = case.value
@@ -81,7 +93,7 @@ def test_compare_hostile(case: Hostile, data):
     if res is None:
         return
     d = assert_published_numbers_explained(res)
-    for row in d["rows"] if "rows" in d else []:
+    for row in d["comparisons"]:
         if row.get("p_value") is None:  # an undefined p-value (all differences 0) must be explained
             assert row.get("diff") == 0 or row.get("note") or row.get("test_note"), row
 
@@ -405,3 +417,20 @@ def test_regression_parity_and_data_quality_on_scores_near_the_float_limit():
     q = data_quality(off, "run").to_dict()
     json.dumps(q, allow_nan=False)
     assert "1e+308" in json.dumps(q) or "3.333" in json.dumps(q)  # the mean 1e308/3 is published, not inf
+
+
+def test_regression_calibration_audit_with_a_subnormal_group_value():
+    """Was: RuntimeWarning overflow in 1 / ratio when a group's ECE is subnormal (a prediction of 1e-313),
+    found by test_calibration_audit in the CI profile."""
+    from receval.audits.disparity import calibration_audit
+
+    run = pd.DataFrame({"request_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 2], "score": [1.0, 0.0, 1.0, 0.0],
+                        "user_id": ["a", "a", "b", "b"], "prediction": [1e-313, 0.0, 0.0, 0.0]})
+    lab = pd.DataFrame({"request_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 2], "label": [0.0, 0.0, 1.0, 1.0]})
+    attrs = pd.DataFrame({"user_id": ["a", "b"], "age": ["<25", "50+"]})
+    res = calibration_audit(run, lab, attributes=attrs, sensitive="age", metrics=["ece"], n_boot=5,
+                            min_group_size=1)
+    d = assert_published_numbers_explained(res)
+    young = next(g for g in res["age", "ece"].groups if g.values == ("<25",))
+    assert 0 < young.value.value < 1e-300 and young.ratio.value < 1e-300  # the tiny numbers, not 0 or inf
+    json.dumps(d, allow_nan=False)

@@ -164,6 +164,7 @@ _request = st.tuples(
 )
 
 
+@pytest.mark.filterwarnings("ignore::receval.errors.CoverageWarning")  # runs missing most judged requests are drawn
 @given(requests=st.lists(_request, min_size=1, max_size=8), bucket_rows=st.integers(1, 12))
 def test_any_small_input_gives_the_in_memory_result(requests, bucket_rows):
     run = pl.DataFrame(

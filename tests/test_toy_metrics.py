@@ -19,7 +19,7 @@ import pytest
 
 import receval
 from receval import evaluate, parse_metric
-from receval.errors import InputError
+from receval.errors import CoverageWarning, InputError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trec"
 
@@ -552,7 +552,8 @@ def test_empty_pandas_run_scores_judged_requests_zero_and_empty_inputs_are_an_er
     # an empty pandas frame has object columns with no values: no dtype complaint
     empty_run = pd.DataFrame({"request_id": [], "item_id": [], "score": []})
     labels = pd.DataFrame({"request_id": ["q"], "item_id": ["a"], "label": [1]})
-    res = evaluate(empty_run, labels, ["mrr"], n_boot=10)
+    with pytest.warns(CoverageWarning, match="1 of 1 judged requests"):  # scored 0, counted, and warned about
+        res = evaluate(empty_run, labels, ["mrr"], n_boot=10)
     assert res["mrr"].mean == 0.0 and res["mrr"].n == 1
     assert res.counts["labels_only_scored_zero"] == 1
     with pytest.raises(InputError, match="at least one request must be evaluable"):

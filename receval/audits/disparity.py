@@ -1212,7 +1212,8 @@ def _assemble(parts: list[_Partition], specs: list[_Spec], st: _Stats, *,
                 lo_i, hi_i = defined[int(np.argmin(vals))], defined[int(np.argmax(vals))]
                 worst, best = (lo_i, hi_i) if spec.greater_is_better else (hi_i, lo_i)
                 gmin, gmax = float(vals.min()), float(vals.max())
-            with np.errstate(invalid="ignore", divide="ignore"):
+            # a subnormal ratio (e.g. a group's ECE of 1e-313) overflows 1 / ratio to inf: min() keeps the ratio
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 folded = np.minimum(ratio[defined], 1.0 / ratio[defined]) if len(defined) else np.zeros(0)
             metrics[spec.metric] = MetricDisparity(
                 metric=spec.metric,

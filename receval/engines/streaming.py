@@ -54,6 +54,18 @@ _HASH_SEED = 0x5CA1E
 _COMPRESSION = "lz4"  # temporary files: speed over size
 
 
+def _scan(scan: Any, path: str, fmt: str, kind: str) -> pl.LazyFrame:
+    """A lazy scan whose schema could be read: an empty, truncated or mislabelled file is the UsageError the
+    in-memory reader gives (``cannot read ... as parquet``), not a polars ComputeError at the first collect."""
+    try:
+        lf = scan()
+        lf.collect_schema()
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{kind}: cannot read {path} as {fmt}: {first}") from None
+    return lf
+
+
 def _lazy(obj: Any, *, kind: str, format: str, name: str) -> pl.LazyFrame:
     from receval.data.readers import _detect, read_file, to_polars
 
@@ -64,18 +76,19 @@ def _lazy(obj: Any, *, kind: str, format: str, name: str) -> pl.LazyFrame:
     if isinstance(obj, str | os.PathLike):
         path = os.fspath(obj)
         if any(c in path for c in "*?[") and format in ("auto", "parquet"):
-            return pl.scan_parquet(path)  # a glob of Parquet files
+            return _scan(lambda: pl.scan_parquet(path), path, "parquet", kind)  # a glob of Parquet files
         if not os.path.exists(path):
             raise UsageError(f"{kind}: file not found: {path}")
         if os.path.isdir(path):
-            return pl.scan_parquet(os.path.join(path, "**", "*.parquet"))
+            return _scan(lambda: pl.scan_parquet(os.path.join(path, "**", "*.parquet")), path, "parquet", kind)
         fmt = _detect(Path(path)) if format == "auto" else format
         if fmt == "parquet":
-            return pl.scan_parquet(path)
+            return _scan(lambda: pl.scan_parquet(path), path, fmt, kind)
         if fmt in ("csv", "tsv"):
-            return pl.scan_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=10000)
+            return _scan(lambda: pl.scan_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=10000),
+                         path, fmt, kind)
         if fmt == "jsonl":
-            return pl.scan_ndjson(path)
+            return _scan(lambda: pl.scan_ndjson(path), path, fmt, kind)
         return read_file(path, kind=kind, format=format).lazy()  # TREC text files
     return to_polars(obj, kind=kind, format=format, name=name).lazy()
 

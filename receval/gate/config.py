@@ -379,9 +379,12 @@ def load_config(path: str | Path, *, require_gates: bool = True) -> GateConfig:
             if ref in spec:
                 c.input_ref(spec, ref, key, inputs)
         if "inputs" in spec:
-            for i, n in enumerate(c.strings(spec, "inputs", key)):
+            listed = c.strings(spec, "inputs", key)
+            for i, n in enumerate(listed):
                 if n not in inputs:
                     raise c.fail((*key, "inputs", i), f"names no input: {n!r}")
+                if n in listed[:i]:  # most likely a typo for another input, which would then go unchecked
+                    raise c.fail((*key, "inputs", i), f"lists the input {n!r} twice")
         if name == "data_quality" and "kinds" in spec:
             kinds = c.table(spec["kinds"], (*key, "kinds"))
             for n, kd in kinds.items():
@@ -389,8 +392,10 @@ def load_config(path: str | Path, *, require_gates: bool = True) -> GateConfig:
                     raise c.fail((*key, "kinds", n), f"names no input: {n!r}")
                 if kd not in ("run", "labels", "impressions"):
                     raise c.fail((*key, "kinds", n), f"must be 'run', 'labels' or 'impressions', got {kd!r}")
-        if "k" in spec and not (isinstance(spec["k"], int) and not isinstance(spec["k"], bool) and spec["k"] > 0):
-            raise c.fail((*key, "k"), f"must be a positive integer, got {spec['k']!r}")
+        for pos in ("k", "bins"):
+            if pos in spec and not (isinstance(spec[pos], int) and not isinstance(spec[pos], bool) and spec[pos] > 0):
+                raise c.fail((*key, pos), f"must be a positive integer, got {spec[pos]!r}")
+        _check_audit_types(c, spec, key)
         audits[name] = dict(spec)
     for name, required in (("exposure", ("run", "groups", "group_column")), ("popularity", ("run", "catalog")),
                            ("safety", ("run", "flags")), ("drift", ("baseline", "current", "columns")),
@@ -431,6 +436,39 @@ def load_config(path: str | Path, *, require_gates: bool = True) -> GateConfig:
 
     return GateConfig(path=path.resolve(), text=raw, model=dict(model), card=dict(card), settings=settings,
                       inputs=inputs, evaluation=evaluation, counterfactual=counterfactual, audits=audits, gates=gates)
+
+
+# the type of every other audit key: checked here so a wrong type is a config error with its line, not an
+# exception deep in an audit (values of the right type are checked by the audit itself: a section error)
+_AUDIT_STRINGS = ("group_column", "browsing", "reference_group", "popularity", "category", "position_weight",
+                  "flag_column", "unit", "missing")
+_AUDIT_NUMBERS = ("patience", "tail_quantile", "alpha", "negative_label")
+_AUDIT_BOOLS = ("exclude_history", "intersections")
+_AUDIT_STRING_LISTS = ("columns", "metrics", "sensitive")
+
+
+def _check_audit_types(c: _Checker, spec: dict[str, Any], key: tuple[Any, ...]) -> None:
+    for k in _AUDIT_STRINGS:
+        c.string(spec, k, key)
+    for k in _AUDIT_NUMBERS:
+        c.number(spec, k, key)
+    for k in _AUDIT_BOOLS:
+        if k in spec:
+            c.boolean(spec, k, key, default=False)
+    for k in _AUDIT_STRING_LISTS:
+        c.strings(spec, k, key)
+    if "tolerance" in spec:
+        t = spec["tolerance"]
+        if not (isinstance(t, list) and len(t) == 2
+                and all(isinstance(x, int | float) and not isinstance(x, bool) and x == x for x in t)):
+            raise c.fail((*key, "tolerance"), f"must be [low, high] (two numbers), got {t!r}")
+    if "target" in spec:
+        t = spec["target"]
+        if isinstance(t, dict):
+            for g in t:
+                c.number(t, g, (*key, "target"), lo=0.0)
+        elif not (isinstance(t, str) and t):
+            raise c.fail((*key, "target"), f"must be a non-empty string or a table of group shares, got {t!r}")
 
 
 def _check_gate(c: _Checker, gtype: str, p: dict[str, Any], key: tuple[Any, ...]) -> None:

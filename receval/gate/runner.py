@@ -14,13 +14,14 @@ verdict ``error`` (exit 2), never ``pass``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from receval.errors import ReceValError
+from receval.errors import CoverageWarning, ReceValError
 from receval.gate.config import GateConfig, InputSpec
 
 __all__ = ["run_gate", "GateRun", "OPE_ESTIMATORS", "REPORT_SCHEMA_VERSION"]
@@ -153,10 +154,17 @@ def _evaluation(cfg: GateConfig, inp: _Inputs, st: dict[str, Any]) -> dict[str, 
     runs = [ev["candidate"]] + ([ev["baseline"]] if ev["baseline"] else [])
     objects = {}
     for name in runs:
-        res = receval.evaluate(
-            inp.frame(name), labels, metrics + extra, by=ev["by"] or None, attributes=attrs, catalog=catalog,
-            level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
-        )
+        with warnings.catch_warnings(record=True) as caught:  # a CoverageWarning goes into the report
+            warnings.simplefilter("always", CoverageWarning)
+            res = receval.evaluate(
+                inp.frame(name), labels, metrics + extra, by=ev["by"] or None, attributes=attrs, catalog=catalog,
+                level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
+            )
+        notes = [str(w.message).replace("run: ", f"{name}: ", 1) for w in caught
+                 if issubclass(w.category, CoverageWarning)]
+        for w in caught:  # anything else is shown as usual
+            if not issubclass(w.category, CoverageWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         c = res.counts
         if labels is not None and c.get("evaluated", 0) == c.get("labels_only_scored_zero", 0):
             # fail closed: every request would score 0 from the labels alone, so the numbers say nothing about
@@ -167,6 +175,8 @@ def _evaluation(cfg: GateConfig, inp: _Inputs, st: dict[str, Any]) -> dict[str, 
                 "be 0 from the labels-only requests. Check that run and labels use the same request ids "
                 "(text 'q7' is not 7) and the same column mapping")
         d = res.to_dict()
+        if notes:
+            d["warnings"] = notes
         for m in extra:  # curve-only metrics live under "curves", not in the headline table
             d["metrics"].pop(m, None)
         if d.get("slices"):
@@ -210,11 +220,13 @@ def _comparison(cfg: GateConfig, inp: _Inputs, st: dict[str, Any], metrics: list
     catalog = inp.frame(ev["catalog"]) if ev["catalog"] else None
     margins = {g.params["metric"]: float(g.params["margin"]) for g in cfg.gates if g.type == "non_inferiority"
                and not g.params.get("relative")}
-    return receval.compare(
-        {ev["baseline"]: inp.frame(ev["baseline"]), ev["candidate"]: inp.frame(ev["candidate"])},
-        labels, metrics, baseline=ev["baseline"], correction=st["correction"], alpha=st["alpha"],
-        margin=margins or None, catalog=catalog, level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
-    )
+    with warnings.catch_warnings():  # the evaluation section already records each run's CoverageWarning
+        warnings.simplefilter("ignore", CoverageWarning)
+        return receval.compare(
+            {ev["baseline"]: inp.frame(ev["baseline"]), ev["candidate"]: inp.frame(ev["candidate"])},
+            labels, metrics, baseline=ev["baseline"], correction=st["correction"], alpha=st["alpha"],
+            margin=margins or None, catalog=catalog, level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
+        )
 
 
 def _estimator(name: str, clip: float):
@@ -526,4 +538,7 @@ def report_json(report: dict[str, Any]) -> str:
     """The canonical text of ``report.json``: sorted keys, 2-space indent, no NaN, trailing newline."""
     import json
 
-    return json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    from receval._text import escape_invisible
+
+    # bidirectional controls and invisible characters as \uXXXX escapes: same value, no hidden reordering
+    return escape_invisible(json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)) + "\n"

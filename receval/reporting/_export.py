@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from receval._text import escape_invisible
 from receval.reporting._card import (
     comparison_rows,
     factors,
@@ -235,7 +236,7 @@ _YAML_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 def _yaml_str(s: str) -> str:
     # JSON strings are YAML double-quoted scalars, except that YAML also breaks
     # lines at NEL / LS / PS and refuses some code points raw: escape those.
-    out = json.dumps(s, ensure_ascii=False)
+    out = escape_invisible(json.dumps(s, ensure_ascii=False))  # also bidirectional controls (receval/_text.py)
     return re.sub("[\x85\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", out)
 
 

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from receval._text import no_controls as _no_controls
+
 NA = "n/a"
 
 
@@ -215,14 +217,10 @@ def md_cell(text: Any) -> str:
     return _md_inline(s) if s else " "
 
 
-# C0 and C1 control characters (tab, newline and carriage return excepted): an ANSI escape, NUL or BEL
-# in a group name or gate id must not reach a page, a terminal or a CI log as a control character
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def no_controls(text: str) -> str:
-    """``text`` with control characters (other than tab, newline, carriage return) replaced by U+FFFD."""
-    return _CONTROL.sub("\ufffd", text)
+# C0 and C1 control characters (tab, newline and carriage return excepted), bidirectional controls
+# and invisible characters (receval/_text.py): an ANSI escape, NUL, BEL or U+202E in a group name or
+# gate id must not reach a page, a terminal or a CI log as what it is
+no_controls = _no_controls
 
 
 def h(text: Any) -> str:
@@ -236,8 +234,10 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def xml_text(text: Any) -> str:
+    """Text for XML: characters XML forbids, other control characters, bidirectional controls and
+    invisible characters become U+FFFD (JUnit messages reach CI views and logs)."""
     s = text if isinstance(text, str) else as_str(text)
-    return _XML_ILLEGAL.sub("\ufffd", s)
+    return _XML_ILLEGAL.sub("\ufffd", no_controls(s))
 
 
 _SLUG = re.compile(r"[^a-z0-9]+")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from receval._text import escape_invisible
 from receval.reporting._card import card_json, render_card_all
 from receval.reporting._export import render_hf_model_index, to_model_card_toolkit
 from receval.reporting._junit import render_junit
@@ -17,7 +18,7 @@ FIGURES_DIR = "figures"
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    return escape_invisible(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)) + "\n"
 
 
 def write_all(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:

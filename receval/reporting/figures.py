@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from receval._text import BIDI_INVISIBLE
 from receval.reporting._util import (
     as_dict,
     as_dicts,
@@ -64,7 +65,7 @@ MAX_PANELS = 9
 MAX_BARS = 60
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{BIDI_INVISIBLE}]")  # and bidirectional controls (receval/_text.py)
 
 
 _PLOT_MAX = 1e100
