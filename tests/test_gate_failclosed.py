@@ -224,6 +224,10 @@ def test_run_missing_most_judged_requests_is_a_warning_in_the_report(tmp_path, d
     ev = _report(out)["results"]["evaluation"]["cand"]
     assert ev["counts"]["labels_only_scored_zero"] == 20
     assert len(ev["warnings"]) == 1 and ev["warnings"][0].startswith("cand: 20 of 30 judged requests (67%)")
+    # and the reviewer sees it: the governance report's Warnings section and the card's findings
+    for name in ("report.md", "report.html", "model_card.md", "model_card.html"):
+        text = (out / name).read_text()
+        assert "Evaluation of cand: cand: 20 of 30 judged requests (67%)" in text, name
     capsys.readouterr()
     assert main(["evaluate", "--run", str(data["cand"]), "--labels", str(data["labels"]), "-m", "mrr",
                  "--n-boot", "5", "--output", "json"]) == 0

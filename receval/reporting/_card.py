@@ -32,6 +32,7 @@ from receval.reporting._sections import (
     generic_blocks,
     not_evaluated,
     provenance_blocks,
+    run_warnings,
     settings_blocks,
     summary_counts,
 )
@@ -229,6 +230,7 @@ def findings(report: Mapping[str, Any]) -> list[str]:
         if s != "pass":
             out.append(f"Gate {as_str(g.get('id')) or '(no id)'} {'failed' if s == 'fail' else 'errored'}: "
                        f"{as_str(g.get('message')) or as_str(g.get('description'))}")
+    out.extend(run_warnings(report))
     for e in ope_rows(report):
         for w in e["warnings"]:
             out.append(f"Off-policy estimator {e['estimator']}: {w}")

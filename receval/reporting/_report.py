@@ -12,6 +12,7 @@ from receval.reporting._sections import (
     gates_blocks,
     provenance_blocks,
     settings_blocks,
+    warnings_blocks,
 )
 from receval.reporting._util import as_dict, as_str, get, model_name
 
@@ -25,6 +26,7 @@ def _sections(report: Mapping[str, Any]) -> list[Section]:
     return [
         Section("Gates", gates_blocks(report), "gates"),
         Section("Errors", errors_blocks(report), "errors"),
+        Section("Warnings", warnings_blocks(report), "warnings"),
         Section("Provenance", provenance_blocks(report), "provenance"),
         Section("Settings", settings_blocks(report), "settings"),
     ]

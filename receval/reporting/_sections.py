@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from receval.reporting._doc import Banner, Cell, Fields, Section, Table, Text, table
+from receval.reporting._doc import Banner, Bullets, Cell, Fields, Section, Table, Text, table
 from receval.reporting._util import (
     NA,
     as_dict,
@@ -111,6 +111,23 @@ def gates_blocks(report: Mapping[str, Any], *, details: bool = True) -> list[Any
                 blocks.append(Section(f"Gate {as_str(g.get('id')) or '(no id)'}: details",
                                       [generic_rows_table(rows_d)]))
     return blocks
+
+
+def run_warnings(report: Mapping[str, Any]) -> list[str]:
+    """Warnings the evaluation recorded per run (e.g. most judged requests missing from the run), as
+    sentences naming the run."""
+    out = []
+    evaluation = as_dict(get(report, "results", "evaluation"))
+    for name in sorted(evaluation, key=str):
+        for w in as_list(as_dict(evaluation[name]).get("warnings")):
+            if as_str(w):
+                out.append(f"Evaluation of {as_str(name)}: {as_str(w)}")
+    return out
+
+
+def warnings_blocks(report: Mapping[str, Any]) -> list[Any]:
+    found = run_warnings(report)
+    return [Bullets(tuple(found))] if found else [Text("No warnings.", "muted")]
 
 
 def errors_blocks(report: Mapping[str, Any]) -> list[Any]:
