@@ -278,10 +278,34 @@ def _out_schema(spec: ChunkSpec, df):
     return T.StructType(out)
 
 
-def _run_partition(batches: Iterator, spec: ChunkSpec, arrow_schema, chunk_rows: int) -> Iterator:
-    """Inside a task: cut the sorted partition into request-complete chunks and score them."""
+def key_complete_chunks(batches: Iterator, chunk_rows: int, key: str = "request_id") -> Iterator:
+    """Inside a task: Arrow tables of about ``chunk_rows`` rows cut from a partition sorted by ``key``, each
+    holding whole keys (a request's or user's rows never straddle two tables)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    pending: list = []
+    n_pending = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        n_pending += batch.num_rows
+        if n_pending < chunk_rows:
+            continue
+        table = pa.Table.from_batches(pending)
+        ids = table.column(key)
+        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) key
+        if cut > 0:
+            yield table.slice(0, cut)
+            rest = table.slice(cut)
+            pending, n_pending = rest.to_batches(), rest.num_rows
+    if n_pending:
+        yield pa.Table.from_batches(pending)
+
+
+def _run_partition(batches: Iterator, spec: ChunkSpec, arrow_schema, chunk_rows: int) -> Iterator:
+    """Inside a task: cut the sorted partition into request-complete chunks and score them."""
 
     def score(table):
         import polars as pl
@@ -297,24 +321,8 @@ def _run_partition(batches: Iterator, spec: ChunkSpec, arrow_schema, chunk_rows:
         out = score_requests(run, labels, spec).to_arrow()
         yield from out.cast(arrow_schema).to_batches()
 
-    pending: list = []
-    n_pending = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        n_pending += batch.num_rows
-        if n_pending < chunk_rows:
-            continue
-        table = pa.Table.from_batches(pending)
-        ids = table.column("request_id")
-        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) request
-        if cut > 0:
-            yield from score(table.slice(0, cut))
-            rest = table.slice(cut)
-            pending, n_pending = rest.to_batches(), rest.num_rows
-    if n_pending:
-        yield from score(pa.Table.from_batches(pending))
+    for table in key_complete_chunks(batches, chunk_rows):
+        yield from score(table)
 
 
 def _collect_arrow(df):

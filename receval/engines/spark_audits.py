@@ -270,7 +270,6 @@ def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_row
                key: str = "request_id") -> Iterator:
     """Inside a task: cut the partition, sorted by ``key``, into key-complete chunks (as the evaluate kernel)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     chunk = _user_chunk_rows if key == "user_id" else _rank_chunk_rows if kernel.audit == "rank" else _chunk_rows
 
@@ -286,24 +285,10 @@ def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_row
                 cols.append(pa.nulls(out.height, f.type))
         yield from pa.Table.from_arrays(cols, schema=arrow_schema).to_batches()
 
-    pending: list = []
-    n_pending = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        n_pending += batch.num_rows
-        if n_pending < chunk_rows:
-            continue
-        table = pa.Table.from_batches(pending)
-        ids = table.column(key)
-        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) request / user
-        if cut > 0:
-            yield from emit(table.slice(0, cut))
-            rest = table.slice(cut)
-            pending, n_pending = rest.to_batches(), rest.num_rows
-    if n_pending:
-        yield from emit(pa.Table.from_batches(pending))
+    from receval.engines.spark import key_complete_chunks
+
+    for table in key_complete_chunks(batches, chunk_rows, key):
+        yield from emit(table)
 
 
 # ---- input checks on Spark (the local audit's rules, one aggregation job)

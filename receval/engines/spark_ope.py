@@ -34,7 +34,7 @@ pyspark is imported only inside these functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,31 +437,6 @@ def _pos(v):
 # ---------------------------------------------------------------------------
 
 
-def _chunks(batches: Iterator, chunk_rows: int) -> Iterator:
-    """Request-complete Arrow tables of about ``chunk_rows`` rows from a partition sorted by request_id."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    pending: list = []
-    n_pending = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        n_pending += batch.num_rows
-        if n_pending < chunk_rows:
-            continue
-        table = pa.Table.from_batches(pending)
-        ids = table.column("request_id")
-        cut = pc.index(ids, ids[len(ids) - 1]).as_py()  # first row of the last (maybe partial) request
-        if cut > 0:
-            yield table.slice(0, cut)
-            rest = table.slice(cut)
-            pending, n_pending = rest.to_batches(), rest.num_rows
-    if n_pending:
-        yield pa.Table.from_batches(pending)
-
-
 def unit_partials(table, estimators: Sequence, has_q: bool):
     """Per-request sums of a request-complete chunk (rows of a request contiguous).
 
@@ -530,8 +505,10 @@ def _reduce(data: SparkFeedback, estimators: list):
     has_q = data.has_reward_estimates
     rows_per_chunk = int(data.chunk_rows or CHUNK_ROWS)
 
+    from receval.engines.spark import key_complete_chunks
+
     def kernel(batches):
-        for table in _chunks(batches, rows_per_chunk):
+        for table in key_complete_chunks(batches, rows_per_chunk):
             ids, stats, sums, counts = unit_partials(table, estimators, has_q)
             arrays = [ids] + [pa.array(c) for c in np.column_stack([stats, sums, counts]).T]
             yield from pa.Table.from_arrays(arrays, schema=arrow_schema).to_batches()
