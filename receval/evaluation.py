@@ -214,7 +214,8 @@ def score(
 
     engine = resolve_engine(engine, run, labels)
     if engine != "polars":  # the chunked engines: receval/engines/
-        chunked = dict(columns=columns, label_columns=label_columns, catalog=catalog, format=format,
+        chunked = dict(columns=columns, label_columns=label_columns, catalog=catalog, catalog_columns=catalog_columns,
+                       format=format,
                        missing_in_run=missing_in_run, missing_in_labels=missing_in_labels, name=name,
                        slice_columns=slice_columns)
         if engine == "spark":
