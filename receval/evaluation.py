@@ -530,9 +530,12 @@ def evaluate(
         memory with polars. ``"spark"`` also reads paths with Spark;
         ``"streaming"`` evaluates Parquet files larger than memory (polars'
         streaming engine, request buckets on disk). The chunked engines
-        compute the ranking and calibration metrics (uniform bins) and order
+        compute the ranking, calibration (uniform bins) and beyond-accuracy
+        metrics (from the top-k item ids of each request; a beyond metric
+        without a cutoff brings whole lists to the driver) and order
         requests by id before the bootstrap, so their intervals do not depend
-        on partitioning.
+        on partitioning. A Spark ``catalog`` is collected and read in item-id
+        order.
 
     Returns
     -------

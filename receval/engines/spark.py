@@ -13,10 +13,13 @@ What runs where (docs/scale.md):
   request's rows arrive together; ``mapInArrow`` streams each partition
   through :func:`receval.engines._chunks.score_requests` — the numpy kernel of
   the in-memory engine — a request-complete chunk (about
-  :data:`CHUNK_ROWS` rows) at a time, and emits one row per request;
+  :data:`CHUNK_ROWS` rows) at a time, and emits one row per request (with
+  beyond-accuracy metrics: plus its top-k item ids in rank order);
 * **driver**: the per-request rows (one per request: far fewer than the
   impressions) are collected as Arrow, put in canonical order and handed to
-  the same statistics code as locally (bootstrap, tests, slices).
+  the same statistics code as locally (bootstrap, tests, slices); the
+  beyond-accuracy metrics run the local ``beyond.compute`` on the top-k
+  lists and the catalog (a Spark catalog is collected, in item-id order).
 
 pyspark is imported only inside these functions.
 """
