@@ -238,10 +238,12 @@ def test_beyond_accuracy_metrics_equal_local(spark, id_type, monkeypatch):
     run, labels = make_data(81 if id_type == "str" else 82, id_type)
     catalog = make_catalog(run, 3)
     metrics = ["ndcg@5", "brier"] + BEYOND
-    local = receval.evaluate(run, labels, metrics, catalog=catalog)
+    local = receval.evaluate(run, labels, metrics, catalog=catalog, by="country")
     assert local.counts["labels_only_scored_zero"] == 2 and local.counts["run_only_ignored"] >= 3
-    # the catalog as a local frame, then as a shuffled Spark frame (read in item-id order)
-    assert_same_result(local, receval.evaluate(sdf(spark, run, seed=1), sdf(spark, labels, seed=2), metrics, catalog=catalog))
+    # the catalog as a local frame, then as a shuffled Spark frame (read in item-id order); slices too
+    remote = receval.evaluate(sdf(spark, run, seed=1), sdf(spark, labels, seed=2), metrics, catalog=catalog, by="country")
+    assert_same_result(local, remote)
+    assert remote.slices.equals(local.slices)
     kwargs = dict(missing_in_run="ignore", missing_in_labels="zero", bootstrap="poisson", seed=7, n_boot=300)
     monkeypatch.setattr(engine, "CHUNK_ROWS", 40)  # many request-complete chunks per partition
     metrics = ["ndcg@5"] + BEYOND_AT_K  # the kernel sends the top 10 items per request only
@@ -250,6 +252,24 @@ def test_beyond_accuracy_metrics_equal_local(spark, id_type, monkeypatch):
                               **kwargs)
     assert_same_result(receval.evaluate(run, labels, metrics, catalog=catalog, **kwargs), remote)
     assert remote.per_request_polars()["novelty@5"].null_count() == 0  # per-request values are there
+
+
+def test_beyond_accuracy_metrics_in_compare_and_disparity_equal_local(spark):
+    from receval.audits.disparity import disparity_audit
+
+    run, labels = make_data(84, "int", n_requests=30)
+    catalog = make_catalog(run, 5)
+    cand = run.with_columns(score=-pl.col("score"))
+    metrics = ["ndcg@5", "novelty@5", "diversity@5", "coverage@5"]
+    local = receval.compare({"a": run, "b": cand}, labels, metrics, catalog=catalog, n_boot=300)
+    remote = receval.compare({"a": sdf(spark, run), "b": sdf(spark, cand)}, sdf(spark, labels), metrics,
+                             catalog=sdf(spark, catalog), n_boot=300)
+    assert remote.to_dict() == local.to_dict()
+    per_request = ["ndcg@5", "novelty@5", "diversity@5"]
+    local = disparity_audit(run, labels, per_request, sensitive=["country"], catalog=catalog, unit="request", n_boot=300)
+    remote = disparity_audit(sdf(spark, run), sdf(spark, labels), per_request, sensitive=["country"], catalog=catalog,
+                             unit="request", n_boot=300)
+    assert remote.to_dict() == local.to_dict()
 
 
 def test_beyond_accuracy_errors_equal_local(spark, monkeypatch):
