@@ -237,7 +237,8 @@ def score(
 
     engine = resolve_engine(engine, run, labels)
     if engine != "polars":  # the chunked engines: receval/engines/
-        chunked = dict(columns=columns, label_columns=label_columns, catalog=catalog, format=format,
+        chunked = dict(columns=columns, label_columns=label_columns, catalog=catalog, catalog_columns=catalog_columns,
+                       format=format,
                        missing_in_run=missing_in_run, missing_in_labels=missing_in_labels, name=name,
                        slice_columns=slice_columns)
         if engine == "spark":
@@ -552,9 +553,12 @@ def evaluate(
         memory with polars. ``"spark"`` also reads paths with Spark;
         ``"streaming"`` evaluates Parquet files larger than memory (polars'
         streaming engine, request buckets on disk). The chunked engines
-        compute the ranking and calibration metrics (uniform bins) and order
+        compute the ranking, calibration (uniform bins) and beyond-accuracy
+        metrics (from the top-k item ids of each request; a beyond metric
+        without a cutoff brings whole lists to the driver) and order
         requests by id before the bootstrap, so their intervals do not depend
-        on partitioning.
+        on partitioning. A Spark ``catalog`` is collected and read in item-id
+        order.
 
     Returns
     -------

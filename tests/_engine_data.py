@@ -71,3 +71,28 @@ RANKING = [
     "recall@10", "recall(min_label=2)@10", "hit@3", "r_precision", "auc", "auc(ties=average)",
 ]
 CALIBRATION = ["brier", "logloss", "ece", "mce(bins=5)", "ece(bins=10,min_label=2)"]
+
+
+#: every beyond-accuracy metric of the registry, with and without a cutoff, non-default parameters
+BEYOND = [
+    "coverage@5", "coverage", "gini@3", "gini", "novelty@5", "novelty", "arp@10", "arp(popularity=clicks)@4",
+    "long_tail_share@5", "long_tail_share(tail_quantile=0.5)", "diversity@5", "diversity(by=vec)@6",
+    "diversity(by=vec)", "personalization@5", "personalization(sample=7)@3",
+]
+#: with cutoffs only: the chunks then send just the top max(k) items of each request
+BEYOND_AT_K = [m for m in BEYOND if "@" in m]
+
+
+def make_catalog(run: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """One row per item of ``run``'s id pool (sorted by item_id): popularity with ties and fractions,
+    a category, a 3-d feature vector."""
+    rng = np.random.default_rng(seed)
+    pool = TEXT_ITEMS if run.schema["item_id"] == pl.String else [9, 10, 100, 99, 1, 0] + list(range(11, 75))
+    n = len(pool)
+    return pl.DataFrame({
+        "item_id": pool,
+        "popularity": np.round(rng.exponential(20.0, n), 1) * (rng.random(n) < 0.9),
+        "clicks": rng.integers(0, 5, n),
+        "category": rng.choice(["x", "y", "z", "w"], n),
+        "vec": [list(v) for v in np.round(rng.normal(size=(n, 3)), 2) + 0.01],
+    }).sort("item_id")

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-from _engine_data import CALIBRATION, RANKING, make_data
+from _engine_data import BEYOND, BEYOND_AT_K, CALIBRATION, RANKING, make_catalog, make_data
 
 import receval
 from receval.errors import InputError, UsageError
@@ -217,8 +217,90 @@ def test_bad_input_gets_the_local_error(spark, case, monkeypatch):
                and "evaluable" not in v.rule)
 
 
-@pytest.mark.parametrize("metric", ["coverage@10", "ece(strategy=quantile)"])
+@pytest.mark.parametrize("metric", ["ece(strategy=quantile)"])
 def test_metrics_without_a_spark_path_are_a_usage_error(spark, metric):
     run, labels = make_data(61, "str", n_requests=5)
     with pytest.raises(UsageError, match="not available on the Spark engine"):
         receval.evaluate(sdf(spark, run), labels, ["ndcg", metric])
+
+
+def test_beyond_list_covers_the_registry():
+    from receval.metrics.registry import REGISTRY, parse_metric
+
+    assert {parse_metric(m).name for m in BEYOND} == {s.name for s in REGISTRY.values() if s.kind == "beyond"}
+    assert {parse_metric(m).k is None for m in BEYOND} == {True, False}  # cutoffs and whole lists
+
+
+@pytest.mark.parametrize("id_type", ["str", "int"])
+def test_beyond_accuracy_metrics_equal_local(spark, id_type, monkeypatch):
+    from receval.engines import spark as engine
+
+    run, labels = make_data(81 if id_type == "str" else 82, id_type)
+    catalog = make_catalog(run, 3)
+    metrics = ["ndcg@5", "brier"] + BEYOND
+    local = receval.evaluate(run, labels, metrics, catalog=catalog, by="country")
+    assert local.counts["labels_only_scored_zero"] == 2 and local.counts["run_only_ignored"] >= 3
+    # the catalog as a local frame, then as a shuffled Spark frame (read in item-id order); slices too
+    remote = receval.evaluate(sdf(spark, run, seed=1), sdf(spark, labels, seed=2), metrics, catalog=catalog, by="country")
+    assert_same_result(local, remote)
+    assert remote.slices.equals(local.slices)
+    kwargs = dict(missing_in_run="ignore", missing_in_labels="zero", bootstrap="poisson", seed=7, n_boot=300)
+    monkeypatch.setattr(engine, "CHUNK_ROWS", 40)  # many request-complete chunks per partition
+    metrics = ["ndcg@5"] + BEYOND_AT_K  # the kernel sends the top 10 items per request only
+    remote = receval.evaluate(sdf(spark, run, seed=3, partitions=4), labels, metrics,
+                              catalog=sdf(spark, catalog.rename({"popularity": "pop"}), seed=4), catalog_columns={"popularity": "pop"},
+                              **kwargs)
+    assert_same_result(receval.evaluate(run, labels, metrics, catalog=catalog, **kwargs), remote)
+    assert remote.per_request_polars()["novelty@5"].null_count() == 0  # per-request values are there
+
+
+def test_beyond_accuracy_metrics_in_compare_and_disparity_equal_local(spark):
+    from receval.audits.disparity import disparity_audit
+
+    run, labels = make_data(84, "int", n_requests=30)
+    catalog = make_catalog(run, 5)
+    cand = run.with_columns(score=-pl.col("score"))
+    metrics = ["ndcg@5", "novelty@5", "diversity@5", "coverage@5"]
+    local = receval.compare({"a": run, "b": cand}, labels, metrics, catalog=catalog, n_boot=300)
+    remote = receval.compare({"a": sdf(spark, run), "b": sdf(spark, cand)}, sdf(spark, labels), metrics,
+                             catalog=sdf(spark, catalog), n_boot=300)
+    assert remote.to_dict() == local.to_dict()
+    per_request = ["ndcg@5", "novelty@5", "diversity@5"]
+    local = disparity_audit(run, labels, per_request, sensitive=["country"], catalog=catalog, unit="request", n_boot=300)
+    remote = disparity_audit(sdf(spark, run), sdf(spark, labels), per_request, sensitive=["country"], catalog=catalog,
+                             unit="request", n_boot=300)
+    assert remote.to_dict() == local.to_dict()
+
+
+def test_beyond_accuracy_errors_equal_local(spark, monkeypatch):
+    from receval.engines import spark as engine
+
+    run, labels = make_data(83, "str", n_requests=15)
+    catalog = make_catalog(run, 4)
+    metrics = ["ndcg", "novelty@3", "coverage"]
+    # no catalog: the local UsageError, before any Spark job
+    with pytest.raises(UsageError) as local:
+        receval.evaluate(run, labels, metrics)
+
+    def no_job(*args):
+        raise AssertionError("a Spark job ran")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "_collect_arrow", no_job)
+        m.setattr(engine, "_check_values", no_job)
+        with pytest.raises(UsageError) as remote:
+            receval.evaluate(sdf(spark, run), labels, metrics)
+    assert str(remote.value) == str(local.value)
+    shown = run.sort("score", descending=True).group_by("request_id").head(3)["item_id"].unique()
+    bad_catalogs = {
+        "item-not-in-catalog": catalog.filter(pl.col("item_id") != shown[0]),
+        "duplicate-catalog-item": pl.concat([catalog, catalog.head(2)]).sort("item_id"),  # a Spark catalog is read in id order
+        "negative-popularity": catalog.with_columns(popularity=pl.col("popularity") - 100.0),
+    }
+    for case, bad in bad_catalogs.items():
+        with pytest.raises(InputError) as local:
+            receval.evaluate(run, labels, metrics, catalog=bad)
+        with pytest.raises(InputError) as remote:
+            receval.evaluate(sdf(spark, run), sdf(spark, labels), metrics, catalog=sdf(spark, bad))
+        assert _describe(remote.value) == _describe(local.value), case
+        assert [v.examples for v in remote.value.violations] == [v.examples for v in local.value.violations], case

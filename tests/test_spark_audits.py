@@ -355,8 +355,8 @@ def test_what_does_not_run_on_spark_is_a_usage_error_before_any_job(monkeypatch)
         popularity_bias_audit(remote, table, history=history)
     with pytest.raises(UsageError, match="one run frame, with a sample_id column"):
         exposure_audit([remote, remote], table.with_columns(provider=pl.lit("p")))
-    with pytest.raises(UsageError, match="not available on the Spark engine"):
-        disparity_audit(remote, labels, ["coverage@10"], sensitive=["country"], unit="request")
+    with pytest.raises(UsageError, match="needs an item catalog"):
+        disparity_audit(remote, labels, ["novelty@10"], sensitive=["country"], unit="request")
     with pytest.raises(UsageError, match="streaming"):
         safety_audit(run, table, engine="streaming")
 

@@ -11,7 +11,7 @@ import math
 
 import polars as pl
 import pytest
-from _engine_data import CALIBRATION, RANKING, make_data
+from _engine_data import BEYOND, BEYOND_AT_K, CALIBRATION, RANKING, make_catalog, make_data
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,6 +46,25 @@ def test_every_supported_metric_equals_local(tmp_path, small_buckets, id_type):
     kwargs = dict(missing_in_run="ignore", missing_in_labels="zero", bootstrap="poisson", seed=3)
     assert_same_result(receval.evaluate(run, labels, metrics, **kwargs),
                        receval.evaluate(path, labels, metrics, engine="streaming", **kwargs))
+
+
+@pytest.mark.parametrize("id_type", ["str", "int"])
+def test_beyond_accuracy_metrics_equal_local(tmp_path, small_buckets, id_type):
+    run, labels = make_data(5 if id_type == "str" else 6, id_type)
+    catalog = make_catalog(run, 1)
+    path = tmp_path / "run.parquet"
+    run.sample(fraction=1.0, shuffle=True, seed=2).write_parquet(path)
+    catalog.write_parquet(tmp_path / "catalog.parquet")
+    metrics = ["ndcg@5"] + BEYOND
+    local = receval.evaluate(run, labels, metrics, catalog=catalog)
+    assert_same_result(local, receval.evaluate(str(path), labels.lazy(), metrics, catalog=str(tmp_path / "catalog.parquet"),
+                                               engine="streaming"))
+    kwargs = dict(missing_in_run="ignore", missing_in_labels="zero", seed=3)
+    metrics = ["ndcg@5"] + BEYOND_AT_K  # the chunks send the top 10 items per request only
+    assert_same_result(receval.evaluate(run, labels, metrics, catalog=catalog, **kwargs),
+                       receval.evaluate(path, labels, metrics, catalog=catalog, engine="streaming", **kwargs))
+    with pytest.raises(UsageError, match="need an item catalog"):
+        receval.evaluate(path, labels, metrics, engine="streaming")
 
 
 def test_one_bucket_and_many_buckets_agree(tmp_path, monkeypatch):
@@ -110,7 +129,7 @@ def test_bad_input_gets_the_local_error(small_buckets, case):
 def test_unsupported_metric_and_engine_names():
     run, labels = make_data(9, "str", n_requests=4)
     with pytest.raises(UsageError, match="not available on the streaming engine"):
-        receval.evaluate(run.lazy(), labels, ["ndcg", "novelty@5"], engine="streaming")
+        receval.evaluate(run.lazy(), labels, ["ndcg", "ece(strategy=quantile)"], engine="streaming")
     with pytest.raises(UsageError, match="engine must be one of"):
         receval.evaluate(run, labels, ["ndcg"], engine="dask")
 

@@ -101,6 +101,46 @@ def _calibration(metric: Metric, units: pl.DataFrame, j: int, idx: np.ndarray, s
     return MetricStats(stats, finish, per_unit=None, scope="population", extra=extra, recentre=True)
 
 
+def _beyond(metrics: list[Metric], units: pl.DataFrame, idx: np.ndarray, catalog: Any) -> dict[Metric, Any]:
+    """Beyond-accuracy statistics: the local ``compute`` on the top-k lists of the evaluated requests.
+
+    The context holds only the top-k rows (``__top``: item ids in rank order)
+    of the evaluated requests, in the canonical request order; ``top_rows``
+    has the local engine's width (the largest cutoff, or the longest list of
+    the run when a metric has no cutoff), so every sum runs as locally.
+    Beyond-accuracy metrics read the lists and the catalog only: the rows
+    carry no score, grade or prediction.
+    """
+    from receval.metrics import beyond
+    from receval.metrics.base import EvalContext
+
+    top = units["__top"]
+    width = max([int(m.k) for m in metrics if m.k is not None] + [0])
+    if any(m.k is None for m in metrics):  # whole lists: the longest list of any request, as locally
+        width = max(width, int(top.list.len().fill_null(0).max() or 0))
+    kept = top.gather(idx)
+    lengths = kept.list.len().fill_null(0).to_numpy().astype(np.int64)
+    items = kept.explode().drop_nulls()
+    n = len(idx)
+    unit = np.repeat(np.arange(n), lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    rows = np.arange(len(unit))
+    top_rows = np.full((n, width), -1, dtype=np.int64)
+    top_rows[unit, rows - offsets[unit]] = rows
+    context = EvalContext(
+        n_units=n,
+        request_ids=units["request_id"].gather(idx),
+        row_unit=unit,
+        row_item=items,
+        row_score=np.full(len(unit), np.nan),  # not carried: no beyond-accuracy metric reads it
+        row_grade=None,
+        row_prediction=None,
+        top_rows=top_rows if width else None,
+        catalog=catalog,
+    )
+    return beyond.compute(metrics, context)
+
+
 def assemble(
     units: pl.DataFrame,
     spec: ChunkSpec,
@@ -113,8 +153,13 @@ def assemble(
     run_rows: int,
     label_rows: int,
     slice_columns: tuple[str, ...] = (),
+    catalog: Any = None,
 ) -> Any:
-    """Scored statistics from the per-request rows of all chunks."""
+    """Scored statistics from the per-request rows of all chunks.
+
+    ``catalog``: a zero-argument function returning the checked catalog frame
+    (called, as locally, only when a non-ranking metric is asked for).
+    """
     from receval.evaluation import Scored
     from receval.metrics.base import mean_stats
 
@@ -145,6 +190,9 @@ def assemble(
     shared: dict = {}
     for j, m in enumerate(spec.calibration):
         stats[by_name[m]] = _calibration(by_name[m], units, j, idx, shared)
+    catalog_df = catalog() if catalog is not None and (spec.calibration or spec.beyond) else None
+    if spec.beyond:
+        stats.update(_beyond([by_name[m] for m in spec.beyond], units, idx, catalog_df))
 
     n_rel = units["__n_rel"].to_numpy()
     counts = {

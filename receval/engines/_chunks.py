@@ -40,6 +40,8 @@ class ChunkSpec:
     ranking: tuple[str, ...] = ()
     calibration: tuple[str, ...] = ()
     constant: tuple[str, ...] = ()  # run columns constant within a request (user_id, slice columns)
+    beyond: tuple[str, ...] = ()  # beyond-accuracy metrics: computed on the driver from the top-k lists
+    top_k: int | None = 0  # items per request sent to the driver (``__top``); None: whole lists
 
     @property
     def need_prediction(self) -> bool:
@@ -50,10 +52,12 @@ def chunk_spec(parsed: list, catalog: object = None, *, engine: str) -> ChunkSpe
     """The metrics a chunked engine computes; UsageError (before any data is read) for the others."""
     from receval.errors import UsageError
 
-    ranking, calibration, other = [], [], []
+    ranking, calibration, beyond, other = [], [], [], []
     for m in parsed:
         if m.spec.kind == "ranking":
             ranking.append(str(m))
+        elif m.spec.kind == "beyond":
+            beyond.append(m)
         elif m.spec.kind == "calibration" and not (m.name in ("ece", "mce") and m.param("strategy") == "quantile"):
             calibration.append(str(m))
         else:
@@ -61,16 +65,24 @@ def chunk_spec(parsed: list, catalog: object = None, *, engine: str) -> ChunkSpe
     if other:
         raise UsageError(
             f"{', '.join(other)}: not available on the {engine} engine yet (it computes the ranking metrics and "
-            "brier, logloss, ece / mce with uniform bins, whose per-request statistics need no global pass); "
-            "evaluate these on a local frame (e.g. a sample: df.toArrow()) or with engine='polars'"
+            "brier, logloss, ece / mce with uniform bins, whose per-request statistics need no global pass, "
+            "and the beyond-accuracy metrics); evaluate these on a local frame (e.g. a sample: df.toArrow()) "
+            "or with engine='polars'"
         )
-    if catalog is not None:
-        raise UsageError(f"catalog= feeds beyond-accuracy metrics, which the {engine} engine does not compute yet")
-    return ChunkSpec(tuple(ranking), tuple(calibration))
+    if beyond and catalog is None:  # before any job (locally: after the scoring)
+        from receval.metrics.beyond import no_catalog
+
+        raise no_catalog(beyond)
+    top_k: int | None = 0
+    if beyond:  # as locally: the largest cutoff, whole lists when a metric has none
+        top_k = None if any(m.k is None for m in beyond) else max(int(m.k) for m in beyond)
+    return ChunkSpec(tuple(ranking), tuple(calibration), beyond=tuple(str(m) for m in beyond), top_k=top_k)
 
 
-def output_schema(spec: ChunkSpec, id_dtype: pl.DataType, constant_dtypes: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
-    """Column -> polars dtype of :func:`score_requests`' output."""
+def output_schema(
+    spec: ChunkSpec, id_dtype: pl.DataType, constant_dtypes: dict[str, pl.DataType], item_dtype: pl.DataType | None = None
+) -> dict[str, pl.DataType]:
+    """Column -> polars dtype of :func:`score_requests`' output (``item_dtype``: needed with beyond metrics)."""
     schema: dict[str, pl.DataType] = {
         "request_id": id_dtype,
         "__kind": pl.Int8(),
@@ -89,6 +101,8 @@ def output_schema(spec: ChunkSpec, id_dtype: pl.DataType, constant_dtypes: dict[
     for j, c in enumerate(spec.constant):
         schema[f"k{j}"] = constant_dtypes[c]
         schema[f"k{j}_varies"] = pl.Boolean()
+    if spec.beyond:
+        schema["__top"] = pl.List(item_dtype if item_dtype is not None else pl.String())
     return schema
 
 
@@ -126,7 +140,7 @@ def score_requests(run: pl.DataFrame, labels: pl.DataFrame, spec: ChunkSpec) -> 
     from receval.metrics.ranking import DuplicateItems, HashCollision, score_chunk
     from receval.metrics.registry import parse_metric
 
-    schema = output_schema(spec, run.schema["request_id"], {c: run.schema[c] for c in spec.constant})
+    schema = output_schema(spec, run.schema["request_id"], {c: run.schema[c] for c in spec.constant}, run.schema["item_id"])
     dup = labels.select(~pl.struct("request_id", "item_id").is_first_distinct()).to_series()
     if dup.any():
         ex = labels.filter(dup).head(3)
@@ -137,12 +151,15 @@ def score_requests(run: pl.DataFrame, labels: pl.DataFrame, spec: ChunkSpec) -> 
     calibration = [parse_metric(m) for m in spec.calibration]
     prepared = prepare(run, labels)
     chunk = prepared.chunk
+    top_k = 0
+    if spec.beyond:
+        top_k = spec.top_k if spec.top_k is not None else int(np.diff(chunk.run_starts).max(initial=0))
     try:
         try:
-            scores = score_chunk(chunk, ranking, row_grades=bool(calibration))
+            scores = score_chunk(chunk, ranking, row_grades=bool(calibration), top_k=top_k)
         except HashCollision:  # two text ids share a 64-bit hash: redo with exact codes
             chunk = prepared.make_exact()
-            scores = score_chunk(chunk, ranking, row_grades=bool(calibration))
+            scores = score_chunk(chunk, ranking, row_grades=bool(calibration), top_k=top_k)
     except DuplicateItems as d:
         ex = prepared.run_frame[np.sort(d.example_rows)[:3].tolist()]
         examples = [f"({r!r}, {i!r})" for r, i in zip(ex["request_id"].to_list(), ex["item_id"].to_list(), strict=True)]
@@ -166,7 +183,21 @@ def score_requests(run: pl.DataFrame, labels: pl.DataFrame, spec: ChunkSpec) -> 
         _calibration_columns(calibration, prepared, scores.row_grade, code_of_row, columns)
     for j, c in enumerate(spec.constant):
         columns[f"k{j}"], columns[f"k{j}_varies"] = _constant(frame[c], chunk.run_starts, code_of_row, n_codes)
+    if spec.beyond:
+        columns["__top"] = _top_items(scores.top, frame["item_id"], n_codes)
     return _complete(columns, schema, n_codes)
+
+
+def _top_items(top: np.ndarray | None, items: pl.Series, n_codes: int) -> pl.Series:
+    """Per request, the item ids at ranks 1..k (the rows ``score_chunk`` ranked, in rank order)."""
+    if top is None:  # no request of the chunk has run rows
+        top = np.full((n_codes, 0), -1, dtype=np.int64)
+    valid = top >= 0
+    offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int64)
+    import pyarrow as pa
+
+    values = items.gather(top[valid]).to_arrow()  # row-major: by request, then rank
+    return pl.Series(pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values))
 
 
 def _calibration_columns(metrics, prepared, row_grade: np.ndarray, code_of_row: np.ndarray, columns: dict) -> None:

@@ -13,16 +13,20 @@ What runs where (docs/scale.md):
   request's rows arrive together; ``mapInArrow`` streams each partition
   through :func:`receval.engines._chunks.score_requests` — the numpy kernel of
   the in-memory engine — a request-complete chunk (about
-  :data:`CHUNK_ROWS` rows) at a time, and emits one row per request;
+  :data:`CHUNK_ROWS` rows) at a time, and emits one row per request (with
+  beyond-accuracy metrics: plus its top-k item ids in rank order);
 * **driver**: the per-request rows (one per request: far fewer than the
   impressions) are collected as Arrow, put in canonical order and handed to
-  the same statistics code as locally (bootstrap, tests, slices).
+  the same statistics code as locally (bootstrap, tests, slices); the
+  beyond-accuracy metrics run the local ``beyond.compute`` on the top-k
+  lists and the catalog (a Spark catalog is collected, in item-id order).
 
 pyspark is imported only inside these functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -273,6 +277,8 @@ def _out_schema(spec: ChunkSpec, df):
     for name, dtype in schema.items():
         if name.startswith("k") and not name.endswith("_varies") and name[1:].isdigit():
             out.append(T.StructField(name, fields[spec.constant[int(name[1:])]], True))
+        elif name == "__top":  # the top-k item ids of the request, in rank order
+            out.append(T.StructField(name, T.ArrayType(fields["item_id"], True), True))
         else:
             out.append(T.StructField(name, _spark_type(dtype), True))
     return T.StructType(out)
@@ -342,6 +348,7 @@ def score_spark(
     columns: Mapping[str, str] | ColumnMapping | None = None,
     label_columns: Mapping[str, str] | ColumnMapping | None = None,
     catalog: Any = None,
+    catalog_columns: Mapping[str, str] | None = None,
     format: str = "auto",
     missing_in_run: str = "zero",
     missing_in_labels: str = "ignore",
@@ -387,7 +394,7 @@ def score_spark(
             run_f.text_ids(c)
             lab_f.text_ids(c)
     constant = (("user_id",) if "user_id" in run_f.targets else ()) + tuple(c for c in slice_columns if c != "user_id")
-    spec = ChunkSpec(spec.ranking, spec.calibration, constant)
+    spec = dataclasses.replace(spec, constant=constant)
 
     run_rows, label_rows = _check_values(run_f, lab_f)
 
@@ -413,4 +420,23 @@ def score_spark(
         per_request = union.mapInArrow(kernel, out_schema)
     units = pl.from_arrow(_collect_arrow(per_request))
     return assemble(units, spec, parsed, missing_in_run=missing_in_run, missing_in_labels=missing_in_labels,
-                    name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns)
+                    name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns,
+                    catalog=None if catalog is None else lambda: _catalog(catalog, catalog_columns, format))
+
+
+def _catalog(catalog: Any, catalog_columns: Mapping[str, str] | None, format: str):
+    """The catalog as a checked local frame (a Spark DataFrame is collected: one row per item)."""
+    import polars as pl
+
+    from receval.engines import is_spark_frame
+    from receval.evaluation import _catalog_frame
+
+    if not is_spark_frame(catalog):
+        return _catalog_frame(catalog, catalog_columns, format)
+    # a Spark frame has no row order: read it in item-id order, so partitioning never changes a
+    # number (nor the examples of an error)
+    frame = pl.from_arrow(_collect_arrow(catalog))
+    key = dict(catalog_columns or {}).get("item_id", "item_id")
+    if key in frame.columns:
+        frame = frame.sort(key, nulls_last=True)
+    return _catalog_frame(frame, catalog_columns, format)

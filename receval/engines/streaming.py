@@ -24,6 +24,7 @@ so both chunked engines give the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -180,6 +181,7 @@ def score_streaming(
     columns: Mapping[str, str] | ColumnMapping | None = None,
     label_columns: Mapping[str, str] | ColumnMapping | None = None,
     catalog: Any = None,
+    catalog_columns: Mapping[str, str] | None = None,
     format: str = "auto",
     missing_in_run: str = "zero",
     missing_in_labels: str = "ignore",
@@ -217,7 +219,7 @@ def score_streaming(
             run_f.text_ids(c)
             lab_f.text_ids(c)
     constant = (("user_id",) if "user_id" in run_f.targets else ()) + tuple(c for c in slice_columns if c != "user_id")
-    spec = ChunkSpec(spec.ranking, spec.calibration, constant)
+    spec = dataclasses.replace(spec, constant=constant)
     run_rows, label_rows = _check_values([run_f, lab_f])
 
     run_cols = ["request_id", "item_id", "score"] + (["prediction"] if need_prediction else []) + list(constant)
@@ -255,9 +257,17 @@ def score_streaming(
         units = pl.concat(parts, how="vertical")
     else:  # no row at all
         schema = run_lf.collect_schema()
-        units = pl.DataFrame(schema=output_schema(spec, schema["request_id"], {c: schema[c] for c in constant}))
+        units = pl.DataFrame(schema=output_schema(spec, schema["request_id"], {c: schema[c] for c in constant},
+                                                  schema["item_id"]))
     return assemble(units, spec, parsed, missing_in_run=missing_in_run, missing_in_labels=missing_in_labels,
-                    name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns)
+                    name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns,
+                    catalog=None if catalog is None else lambda: _catalog(catalog, catalog_columns, format))
+
+
+def _catalog(catalog: Any, catalog_columns: Mapping[str, str] | None, format: str) -> pl.DataFrame:
+    from receval.evaluation import _catalog_frame
+
+    return _catalog_frame(catalog, catalog_columns, format)
 
 
 def _request_ranges(run: pl.LazyFrame, budget: int) -> tuple[pl.DataFrame, list[tuple[int, int]]] | None:

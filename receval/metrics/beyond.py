@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from receval.metrics.base import EvalContext, MetricStats
     from receval.metrics.registry import Metric
 
-__all__ = ["compute"]
+__all__ = ["compute", "no_catalog"]
 
 #: seed of the request sample drawn by ``personalization`` when there are more
 #: non-empty lists than ``sample``
@@ -158,12 +158,7 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
         metric needs is missing or invalid.
     """
     if ctx.catalog is None:
-        names = ", ".join(str(m) for m in metrics)
-        raise UsageError(
-            f"{names} need{'s' if len(metrics) == 1 else ''} an item catalog: pass catalog=... (CLI: --catalog PATH) "
-            "(a frame or file with an item_id column plus popularity / category columns, "
-            "renamed with catalog_columns={'popularity': 'your_name'})"
-        )
+        raise no_catalog(metrics)
     lists = _Lists(ctx)
     out: dict[Metric, MetricStats] = {}
     for m in metrics:
@@ -181,6 +176,16 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
         else:  # pragma: no cover - registry and dispatch out of sync
             raise KeyError(f"no beyond-accuracy kernel for {m}")
     return out
+
+
+def no_catalog(metrics: list[Metric]) -> UsageError:
+    """The error for beyond-accuracy ``metrics`` asked for without a catalog."""
+    names = ", ".join(str(m) for m in metrics)
+    return UsageError(
+        f"{names} need{'s' if len(metrics) == 1 else ''} an item catalog: pass catalog=... (CLI: --catalog PATH) "
+        "(a frame or file with an item_id column plus popularity / category columns, "
+        "renamed with catalog_columns={'popularity': 'your_name'})"
+    )
 
 
 class _Lists:
