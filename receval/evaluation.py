@@ -466,7 +466,9 @@ def _catalog_frame(catalog: Any, mapping: Mapping[str, str] | None, format: File
         violations.append(Violation("item_id", "each catalog item must appear once", dups, tuple(repr(v) for v in ex)))
     if violations:
         raise InputError("catalog", violations)
-    return frame
+    # item-id order: sums over the catalog (e.g. novelty's popularity total) then do not depend on its row
+    # order, which a Spark DataFrame does not have
+    return frame.sort("item_id")
 
 
 def summarise(
