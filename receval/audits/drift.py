@@ -208,12 +208,25 @@ class _CategoricalPSI:
 
 
 def _categorical_psi(b: pl.Series, c: pl.Series, epsilon: float) -> _CategoricalPSI:
-    if b.dtype != c.dtype:
-        b, c = b.cast(pl.String), c.cast(pl.String)
-    bc = b.rename("v").value_counts(name="b")
-    cc = c.rename("v").value_counts(name="c")
-    joined = bc.join(cc, on="v", how="full", coalesce=True).with_columns(
-        pl.col("b").fill_null(0), pl.col("c").fill_null(0)
+    return _categorical_psi_counts(
+        b.rename("v").value_counts(name="b"), c.rename("v").value_counts(name="c"), epsilon
+    )
+
+
+def _categorical_psi_counts(bc: pl.DataFrame, cc: pl.DataFrame, epsilon: float) -> _CategoricalPSI:
+    """PSI from per-category counts ``(v, b)`` and ``(v, c)`` (the Spark engine passes its groupBy counts).
+
+    Categories of different types on the two sides are compared as text. The
+    bins are summed in category order, so the value does not depend on the
+    order in which the counts arrive (a hash order, locally and on Spark).
+    """
+    if bc.schema["v"] != cc.schema["v"]:
+        bc = bc.group_by(pl.col("v").cast(pl.String)).agg(pl.col("b").sum())
+        cc = cc.group_by(pl.col("v").cast(pl.String)).agg(pl.col("c").sum())
+    joined = (
+        bc.join(cc, on="v", how="full", coalesce=True)
+        .with_columns(pl.col("b").fill_null(0), pl.col("c").fill_null(0))
+        .sort("v")
     )
     unseen = joined.filter(pl.col("b") == 0)
     value = _psi_from_counts(
@@ -402,14 +415,20 @@ def drift_audit(
     strategy: Strategy = "quantile",
     epsilon: float = 1e-4,
     categorical: Sequence[str] = (),
+    engine: str = "auto",
 ) -> DriftAudit:
     """PSI (and KS for numeric columns) of each declared column, current vs baseline.
 
     ``baseline`` / ``current``: pandas, polars or pyarrow frames, or file
-    paths. Numeric columns (bools excepted) are binned unless listed in
+    paths; or PySpark DataFrames (``engine="auto"``), or paths read by Spark
+    (``engine="spark"``): then only aggregates are computed on Spark and the
+    result equals the local one (:mod:`receval.engines.spark_drift`).
+    Numeric columns (bools excepted) are binned unless listed in
     ``categorical``. Missing values (null; NaN in float columns) are counted
     per column and side, reported as missing rates, and excluded from PSI/KS.
     """
+    from receval.engines.spark_audits import audit_engine
+
     _check_bins(bins, epsilon)
     if isinstance(columns, str) or not columns:
         raise UsageError("columns: pass a non-empty list of column names to audit")
@@ -417,6 +436,17 @@ def drift_audit(
     unknown = sorted(set(categorical) - set(columns))
     if unknown:
         raise UsageError(f"categorical: {unknown} are not among the audited columns {columns}")
+    settings = {
+        "bins": int(bins),
+        "strategy": strategy,
+        "epsilon": float(epsilon),
+        "thresholds": {"moderate": PSI_MODERATE, "significant": PSI_SIGNIFICANT},
+    }
+    if audit_engine(engine, baseline, current, audit="drift_audit") == "spark":
+        from receval.engines.spark_drift import drift_audit_spark
+
+        return DriftAudit(drift_audit_spark(baseline, current, columns, bins=bins, strategy=strategy,
+                                            epsilon=epsilon, categorical=categorical), settings)
     b_frame = to_polars(baseline, kind="baseline", columns=columns)
     c_frame = to_polars(current, kind="current", columns=columns)
     for frame, label in ((b_frame, "baseline"), (c_frame, "current")):
@@ -481,12 +511,6 @@ def drift_audit(
                     **common,
                 )
             )
-    settings = {
-        "bins": int(bins),
-        "strategy": strategy,
-        "epsilon": float(epsilon),
-        "thresholds": {"moderate": PSI_MODERATE, "significant": PSI_SIGNIFICANT},
-    }
     return DriftAudit(results, settings)
 
 
@@ -664,6 +688,11 @@ def parity_audit(offline: Any, logged: Any, *, k: int = 10, tolerance: float = 1
     present, else the logged score in receval's order. Requests and pairs on
     one side only are counted, never silently dropped.
     """
+    from receval.engines.spark_audits import refuse_spark
+
+    refuse_spark("parity_audit", offline, logged,
+                 why="it returns the per-request table as a local frame and has no Spark path yet: the pair join, "
+                     "the ranking and the top-k overlap run in memory")
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
         raise UsageError(f"k must be a positive integer, got {k!r}")
     if not (isinstance(tolerance, int | float) and tolerance >= 0):

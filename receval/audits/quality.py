@@ -425,7 +425,10 @@ def data_quality(
     """
     from receval.data.contract import ColumnMapping
     from receval.data.readers import to_polars
+    from receval.engines.spark_audits import refuse_spark
 
+    refuse_spark("data_quality", frame,
+                 why="its examples name row numbers, which a distributed Spark frame does not have")
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}: use one of {', '.join(map(repr, KINDS))}")
     if isinstance(max_label_values, bool) or not isinstance(max_label_values, int) or max_label_values < 1:

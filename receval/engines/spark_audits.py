@@ -65,7 +65,7 @@ def refuse_spark(audit: str, *frames: Any, why: str) -> None:
         raise UsageError(
             f"{audit} does not run on Spark ({why}); collect its inputs (df.toArrow()) or write Parquet "
             "and audit locally. On Spark: disparity_audit, calibration_audit, exposure_audit, "
-            "popularity_bias_audit, safety_audit and miscalibration_audit (docs/scale.md)")
+            "popularity_bias_audit, safety_audit, miscalibration_audit and drift_audit (docs/scale.md)")
 
 
 def _local(obj: Any, columns: Sequence[str], *, all_columns: bool = False):
