@@ -37,6 +37,8 @@ def _frames(seed: int, n_b: int, n_c: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         return pl.DataFrame({
             "score": pl.Series(x).set(pl.Series(nulls), None),
             "k": pl.Series(k, dtype=pl.Int32),
+            "f32": pl.Series(np.where(rng.random(n) < 0.05, np.nan, rng.gamma(2.0, 1.0 + shift, n)),
+                             dtype=pl.Float32),
             "heavy": heavy,
             "country": pl.Series(cat).set(pl.Series(rng.random(n) < 0.03), None),
             "flag": rng.random(n) < 0.3 + shift / 4,
@@ -51,7 +53,7 @@ def _sdf(spark, frame: pl.DataFrame):  # noqa: F811
     return _from_polars(spark, frame)
 
 
-COLUMNS = ["score", "k", "heavy", "country", "flag"]
+COLUMNS = ["score", "k", "f32", "heavy", "country", "flag"]
 
 
 @pytest.mark.parametrize("strategy", ["quantile", "uniform"])

@@ -84,7 +84,8 @@ def to_polars(
     if module == "pyspark":
         raise UsageError(
             f"{label}: a Spark DataFrame is accepted by receval.evaluate and receval.compare (ranking and "
-            "calibration metrics) and by the disparity, calibration, popularity and safety audits, which run "
+            "calibration metrics) and by the disparity, calibration, exposure, popularity, safety, miscalibration "
+            "and drift audits, which run "
             "on Spark (docs/scale.md); this step needs a local frame: collect it (df.toArrow()) or write Parquet"
         )
     raise UsageError(
