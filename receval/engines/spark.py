@@ -7,6 +7,10 @@ What runs where (docs/scale.md):
 * **one aggregation job** (a scan, no shuffle): row counts, nulls / NaN,
   non-finite labels, predictions outside [0, 1] — raised as the same
   :class:`~receval.errors.InputError` as locally, before the expensive job;
+* **quantile bin edges** (``ece`` / ``mce`` with ``strategy=quantile`` only):
+  the exact quantiles of the evaluated rows' predictions, by counting and
+  bracketing jobs (:func:`_quantile_edges`), shipped to the kernel in the
+  :class:`~receval.engines._chunks.ChunkSpec`;
 * **the kernel job**: run and label rows are unioned, repartitioned by
   ``request_id`` and sorted within partitions by ``request_id`` (one key: a
   radix sort for integer ids), so each partition holds whole requests and each
