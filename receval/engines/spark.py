@@ -456,15 +456,19 @@ def _quantile_edges(run_df, lab_df, bins: tuple[int, ...], *, labelled_only: boo
     rows = run_df
     if labelled_only:
         rows = rows.join(lab_df.select("request_id").distinct(), on="request_id", how="left_semi")
-    w = rows.select(F.col("prediction").cast("double").alias("w"))
-    n = int(w.count())
-    if n == 0:  # as locally: no evaluated row (the assembly then raises, or bins nothing)
-        return tuple((b, (0.0, 1.0)) for b in bins)
-    plan = {b: cal._quantile_ranks(n, b) for b in bins}
-    ranks = sorted({int(k) for lo, hi, _ in plan.values() for k in np.concatenate([lo, hi])})
-    value: dict[int, float] = {}
-    for i in range(0, len(ranks), _RANKS_PER_PASS):  # one filter per pass ORs a bracket per rank: keep it short
-        value.update(order_statistics(w, n, ranks[i:i + _RANKS_PER_PASS]))
+    # one column of doubles, kept for the few passes below (the semi join runs once)
+    w = rows.select(F.col("prediction").cast("double").alias("w")).persist()
+    try:
+        n = int(w.count())
+        if n == 0:  # as locally: no evaluated row (the assembly then raises, or bins nothing)
+            return tuple((b, (0.0, 1.0)) for b in bins)
+        plan = {b: cal._quantile_ranks(n, b) for b in bins}
+        ranks = sorted({int(k) for lo, hi, _ in plan.values() for k in np.concatenate([lo, hi])})
+        value: dict[int, float] = {}
+        for i in range(0, len(ranks), _RANKS_PER_PASS):  # one filter per pass ORs a bracket per rank: keep it short
+            value.update(order_statistics(w, n, ranks[i:i + _RANKS_PER_PASS]))
+    finally:
+        w.unpersist()
     out = []
     for b, (lo, hi, frac) in plan.items():
         a = np.array([value[int(k)] for k in lo], dtype=np.float64)
