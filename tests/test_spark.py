@@ -217,11 +217,67 @@ def test_bad_input_gets_the_local_error(spark, case, monkeypatch):
                and "evaluable" not in v.rule)
 
 
-@pytest.mark.parametrize("metric", ["ece(strategy=quantile)"])
-def test_metrics_without_a_spark_path_are_a_usage_error(spark, metric):
-    run, labels = make_data(61, "str", n_requests=5)
-    with pytest.raises(UsageError, match="not available on the Spark engine"):
-        receval.evaluate(sdf(spark, run), labels, ["ndcg", metric])
+QUANTILE = ["ece(strategy=quantile)", "mce(strategy=quantile,bins=4)", "ece(strategy=quantile,bins=7,min_label=2)",
+            "mce(strategy=quantile,bins=3000)", "ece(bins=4)"]
+
+
+@pytest.mark.parametrize("policies", [{}, {"missing_in_run": "ignore", "missing_in_labels": "zero"}])
+def test_quantile_calibration_equals_local(spark, policies):
+    # edges from the predictions of every evaluated request's rows: with missing_in_labels="ignore"
+    # the run requests without labels are left out of the quantiles, with "zero" they count
+    run, labels = make_data(13, "str")
+    local = receval.evaluate(run, labels, QUANTILE, **policies)
+    remote = receval.evaluate(sdf(spark, run, seed=1), sdf(spark, labels, seed=2), QUANTILE, **policies)
+    assert local.counts["run_only_ignored" if not policies else "run_only_scored_zero"] >= 3
+    assert_same_result(local, remote)  # to_dict(): the reliability tables (edges, counts) too
+    # more bins than rows (distinct predictions: interpolated edges between consecutive ones, none repeated)
+    rel = remote.to_dict()["details"]["mce(bins=3000,strategy=quantile)"]["reliability"]
+    assert len(rel) == 3000 > local.counts["run_rows"]
+    assert len(remote.to_dict()["details"]["ece(strategy=quantile)"]["reliability"]) == 15
+
+
+def test_quantile_edges_from_the_evaluated_rows_only(spark):
+    # a run-only request whose predictions are all 0.99: it moves the edges when it is evaluated
+    run = pl.DataFrame({"request_id": [1, 1, 2, 2, 3, 3, 3], "item_id": [1, 2, 1, 2, 1, 2, 3],
+                        "score": [1.0, 0.5, 1.0, 0.2, 1.0, 0.9, 0.8],
+                        "prediction": [0.1, 0.4, 0.2, 0.3, 0.99, 0.99, 0.99]})
+    labels = pl.DataFrame({"request_id": [1, 2], "item_id": [1, 2], "label": [1.0, 1.0]})
+    metric = ["ece(strategy=quantile,bins=2)"]
+    edges = {}
+    for policy in ("ignore", "zero"):
+        local = receval.evaluate(run, labels, metric, missing_in_labels=policy)
+        remote = receval.evaluate(sdf(spark, run), sdf(spark, labels), metric, missing_in_labels=policy)
+        assert_same_result(local, remote)
+        rel = remote.to_dict()["details"]["ece(bins=2,strategy=quantile)"]["reliability"]
+        edges[policy] = [r["lower"] for r in rel] + [rel[-1]["upper"]]
+    # hand-computed: quantiles at 0, 1/2, 1 of {0.1, 0.2, 0.3, 0.4} and of those and 3 x 0.99
+    assert edges["ignore"] == [0.1, 0.2 + 0.5 * (0.3 - 0.2), 0.4]
+    assert edges["zero"] == [0.1, 0.4, 0.99]
+
+
+@pytest.mark.parametrize("collect", [50_000, 5])
+def test_quantile_edges_with_ties_and_few_distinct_predictions(spark, monkeypatch, collect):
+    from receval.engines import spark_ope
+
+    # collect=5: the order statistics come from the bracketing path (approximate pass, counts, brackets)
+    monkeypatch.setattr(spark_ope, "EXACT_QUANTILE_COLLECT", collect)
+    run, labels = make_data(14, "int", n_requests=40)
+    coarse = run.with_columns(pl.col("prediction").round(1))  # 11 distinct values: many repeated edges
+    metrics = ["ece(strategy=quantile,bins=30)", "mce(strategy=quantile,bins=8)"]
+    if collect > 5:  # more bins than rows, with ties (the bracketing path would take a pass per 64 ranks)
+        metrics.append("ece(strategy=quantile,bins=5000)")
+    local = receval.evaluate(coarse, labels, metrics)
+    remote = receval.evaluate(sdf(spark, coarse, seed=4), sdf(spark, labels, seed=5), metrics)
+    assert_same_result(local, remote)
+    details = remote.to_dict()["details"]
+    assert len(details["ece(bins=30,strategy=quantile)"]["reliability"]) < 12  # collapsed
+    # one distinct prediction: one bin [p, p]
+    flat = run.with_columns(pl.lit(0.25).alias("prediction"))
+    local = receval.evaluate(flat, labels, metrics[:1])
+    remote = receval.evaluate(sdf(spark, flat, seed=6), sdf(spark, labels, seed=7), metrics[:1])
+    assert_same_result(local, remote)
+    rel = remote.to_dict()["details"]["ece(bins=30,strategy=quantile)"]["reliability"]
+    assert [(r["lower"], r["upper"]) for r in rel] == [(0.25, 0.25)]
 
 
 def test_beyond_list_covers_the_registry():

@@ -80,6 +80,17 @@ def test_disparity_and_calibration_equal_local():
     assert remote.reliability == local.reliability
 
 
+def test_calibration_audit_with_quantile_bins_equals_local():
+    # quantile edges from the whole sample (every evaluated row), then every group binned alike
+    run, labels, _, _ = _user_data(13)
+    metrics = ["ece(strategy=quantile,bins=6)", "mce(strategy=quantile)"]
+    kw = dict(sensitive=["country"], unit="request", n_boot=150, min_group_size=3, seed=2)
+    local = calibration_audit(run, labels, metrics=metrics, reliability=True, **kw)
+    remote = calibration_audit(sdf(run, seed=4), sdf(labels, seed=5), metrics=metrics, reliability=True, **kw)
+    _assert_equal(local, remote)
+    assert remote.reliability == local.reliability
+
+
 def test_disparity_with_integer_ids_and_missing_group():
     run, labels = make_data(12, "int")
     attrs = pl.DataFrame({"request_id": run["request_id"].unique().sort()}).with_columns(

@@ -51,7 +51,8 @@ def _flat(series: pl.Series, dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0], np.cumsum(lengths)]), values
 
 
-def _calibration(metric: Metric, units: pl.DataFrame, j: int, idx: np.ndarray, shared: dict) -> Any:
+def _calibration(metric: Metric, units: pl.DataFrame, j: int, idx: np.ndarray, shared: dict,
+                 quantile_edges: dict[int, np.ndarray]) -> Any:
     from receval.metrics import calibration as cal
     from receval.metrics.base import MetricStats
 
@@ -64,8 +65,13 @@ def _calibration(metric: Metric, units: pl.DataFrame, j: int, idx: np.ndarray, s
             extra={"n_rows": int(stats[:, 1].sum()), "n_positive": n_positive,
                    "pooled": "rows (impressions); intervals resample requests"},
         )
-    bins, strategy, min_label = int(metric.param("bins")), str(metric.param("strategy")), float(metric.param("min_label"))
-    key = (bins, strategy, min_label)
+    requested, strategy, min_label = int(metric.param("bins")), str(metric.param("strategy")), float(metric.param("min_label"))
+    if strategy == "quantile":  # the edges the kernel binned with (repeated edges collapsed)
+        edges = quantile_edges[requested]
+    else:
+        edges = np.arange(requested + 1, dtype=np.float64) / requested
+    bins = len(edges) - 1
+    key = (requested, strategy, min_label)
     if key not in shared:
         kept = units[f"c{j}_i"].gather(idx)
         offsets, b = _flat(kept, np.int64)
@@ -84,13 +90,12 @@ def _calibration(metric: Metric, units: pl.DataFrame, j: int, idx: np.ndarray, s
             stats = sparse.csr_matrix((values, cols.ravel(), 3 * offsets), shape=(n, 3 * bins))
         shared[key] = stats
     stats = shared[key]
-    edges = np.arange(bins + 1, dtype=np.float64) / bins
     n, sp, sy = (x[0] for x in cal._split(np.asarray(stats.sum(axis=0), dtype=np.float64).reshape(1, -1)))
     extra = {
         "reliability": cal._table_rows(edges, n, sp, sy, cal.RELIABILITY_LEVEL),
         "reliability_level": cal.RELIABILITY_LEVEL,
         "strategy": strategy,
-        "bins_requested": bins,
+        "bins_requested": requested,
         "bins": bins,
         "nonempty_bins": int(np.count_nonzero(n)),
         "edges": [float(e) for e in edges],
@@ -188,8 +193,9 @@ def assemble(
     for j, m in enumerate(spec.ranking):
         stats[by_name[m]] = mean_stats(units[f"r{j}"].to_numpy()[idx])
     shared: dict = {}
+    quantile_edges = {bins: np.asarray(e, dtype=np.float64) for bins, e in spec.quantile_edges}
     for j, m in enumerate(spec.calibration):
-        stats[by_name[m]] = _calibration(by_name[m], units, j, idx, shared)
+        stats[by_name[m]] = _calibration(by_name[m], units, j, idx, shared, quantile_edges)
     catalog_df = catalog() if catalog is not None and (spec.calibration or spec.beyond) else None
     if spec.beyond:
         stats.update(_beyond([by_name[m] for m in spec.beyond], units, idx, catalog_df))

@@ -42,14 +42,33 @@ class ChunkSpec:
     constant: tuple[str, ...] = ()  # run columns constant within a request (user_id, slice columns)
     beyond: tuple[str, ...] = ()  # beyond-accuracy metrics: computed on the driver from the top-k lists
     top_k: int | None = 0  # items per request sent to the driver (``__top``); None: whole lists
+    # ece / mce with strategy=quantile: (bins, collapsed edges) pairs, computed by the engine over every
+    # evaluated row before the kernel job (the edges of the in-memory engine, see calibration._quantiles)
+    quantile_edges: tuple[tuple[int, tuple[float, ...]], ...] = ()
+
+    @property
+    def quantile_bins(self) -> tuple[int, ...]:
+        """The ``bins`` of the quantile-binned metrics (sorted, distinct)."""
+        from receval.metrics.registry import parse_metric
+
+        found = set()
+        for m in self.calibration:
+            metric = parse_metric(m)
+            if metric.name in ("ece", "mce") and metric.param("strategy") == "quantile":
+                found.add(int(metric.param("bins")))
+        return tuple(sorted(found))
 
     @property
     def need_prediction(self) -> bool:
         return bool(self.calibration)
 
 
-def chunk_spec(parsed: list, catalog: object = None, *, engine: str) -> ChunkSpec:
-    """The metrics a chunked engine computes; UsageError (before any data is read) for the others."""
+def chunk_spec(parsed: list, catalog: object = None, *, engine: str, quantile: bool = False) -> ChunkSpec:
+    """The metrics a chunked engine computes; UsageError (before any data is read) for the others.
+
+    ``quantile``: the engine computes the quantile edges of ``ece`` / ``mce``
+    (``strategy=quantile``) itself and puts them in ``quantile_edges``.
+    """
     from receval.errors import UsageError
 
     ranking, calibration, beyond, other = [], [], [], []
@@ -58,14 +77,16 @@ def chunk_spec(parsed: list, catalog: object = None, *, engine: str) -> ChunkSpe
             ranking.append(str(m))
         elif m.spec.kind == "beyond":
             beyond.append(m)
-        elif m.spec.kind == "calibration" and not (m.name in ("ece", "mce") and m.param("strategy") == "quantile"):
+        elif m.spec.kind == "calibration" and (quantile or not (m.name in ("ece", "mce") and m.param("strategy") == "quantile")):
             calibration.append(str(m))
         else:
             other.append(str(m))
     if other:
+        binning = ("uniform or quantile bins" if quantile else
+                   "uniform bins, whose per-request statistics need no global pass")
         raise UsageError(
             f"{', '.join(other)}: not available on the {engine} engine yet (it computes the ranking metrics and "
-            "brier, logloss, ece / mce with uniform bins, whose per-request statistics need no global pass, "
+            f"brier, logloss, ece / mce with {binning}, "
             "and the beyond-accuracy metrics); evaluate these on a local frame (e.g. a sample: df.toArrow()) "
             "or with engine='polars'"
         )
@@ -180,7 +201,7 @@ def score_requests(run: pl.DataFrame, labels: pl.DataFrame, spec: ChunkSpec) -> 
     frame = prepared.run_frame
     code_of_row = np.repeat(np.arange(n_codes), np.diff(chunk.run_starts))
     if calibration:
-        _calibration_columns(calibration, prepared, scores.row_grade, code_of_row, columns)
+        _calibration_columns(calibration, prepared, scores.row_grade, code_of_row, columns, spec.quantile_edges)
     for j, c in enumerate(spec.constant):
         columns[f"k{j}"], columns[f"k{j}_varies"] = _constant(frame[c], chunk.run_starts, code_of_row, n_codes)
     if spec.beyond:
@@ -200,11 +221,12 @@ def _top_items(top: np.ndarray | None, items: pl.Series, n_codes: int) -> pl.Ser
     return pl.Series(pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values))
 
 
-def _calibration_columns(metrics, prepared, row_grade: np.ndarray, code_of_row: np.ndarray, columns: dict) -> None:
+def _calibration_columns(metrics, prepared, row_grade: np.ndarray, code_of_row: np.ndarray, columns: dict,
+                         spec_edges: tuple = ()) -> None:
     """Per-request statistics of the calibration metrics, as list columns.
 
     ``brier`` / ``logloss``: ``[sum of losses, rows]``; ``ece`` / ``mce``
-    (uniform bins): the occupied bins of the request and, per occupied bin,
+    (uniform bins, or the quantile edges ``spec_edges``): the occupied bins of the request and, per occupied bin,
     ``[count, sum of predictions, sum of outcomes]``.
     """
     from receval.metrics import calibration as cal
@@ -223,7 +245,11 @@ def _calibration_columns(metrics, prepared, row_grade: np.ndarray, code_of_row: 
         top_rows=None,
         catalog=None,
     )
-    stats = cal.compute(list(metrics), ctx)
+    edges = {bins: np.asarray(e, dtype=np.float64) for bins, e in spec_edges}
+    for m in metrics:  # never the quantiles of one chunk: the engine must have fixed the edges
+        if m.name in ("ece", "mce") and m.param("strategy") == "quantile" and int(m.param("bins")) not in edges:
+            raise RuntimeError(f"{m}: no quantile edges were computed for this chunk")  # pragma: no cover
+    stats = cal.compute(list(metrics), ctx, quantile_edges=edges)
     for j, m in enumerate(metrics):
         s = stats[m].stats
         positive = row_grade >= float(m.param("min_label"))

@@ -7,6 +7,10 @@ What runs where (docs/scale.md):
 * **one aggregation job** (a scan, no shuffle): row counts, nulls / NaN,
   non-finite labels, predictions outside [0, 1] — raised as the same
   :class:`~receval.errors.InputError` as locally, before the expensive job;
+* **quantile bin edges** (``ece`` / ``mce`` with ``strategy=quantile`` only):
+  the exact quantiles of the evaluated rows' predictions, by counting and
+  bracketing jobs (:func:`_quantile_edges`), shipped to the kernel in the
+  :class:`~receval.engines._chunks.ChunkSpec`;
 * **the kernel job**: run and label rows are unioned, repartitioned by
   ``request_id`` and sorted within partitions by ``request_id`` (one key: a
   radix sort for integer ids), so each partition holds whole requests and each
@@ -50,6 +54,9 @@ __all__ = ["score_spark", "CHUNK_ROWS"]
 CHUNK_ROWS = 1 << 20
 
 _SIDE_RUN, _SIDE_LABELS = 0, 1
+
+#: order statistics found per bracketing pass for quantile bin edges (at most 2 * (bins + 1) ranks in all)
+_RANKS_PER_PASS = 64
 
 
 @contextmanager
@@ -363,7 +370,7 @@ def score_spark(
 
     from receval.engines._assemble import assemble
 
-    spec = chunk_spec(parsed, catalog, engine="Spark")
+    spec = chunk_spec(parsed, catalog, engine="Spark", quantile=True)
     spark = _session(run, labels)
     run_map = ColumnMapping.of(columns)
     lab_map = ColumnMapping.of(label_columns) if label_columns is not None else run_map
@@ -397,6 +404,9 @@ def score_spark(
     spec = dataclasses.replace(spec, constant=constant)
 
     run_rows, label_rows = _check_values(run_f, lab_f)
+    if spec.quantile_bins:
+        spec = dataclasses.replace(spec, quantile_edges=_quantile_edges(
+            run_f.df, lab_f.df, spec.quantile_bins, labelled_only=missing_in_labels == "ignore"))
 
     run_cols = ["request_id", "item_id", "score"] + (["prediction"] if need_prediction else []) + list(constant)
     run_df = run_f.df.select(*run_cols, F.lit(_SIDE_RUN).cast("tinyint").alias("__side"),
@@ -422,6 +432,50 @@ def score_spark(
     return assemble(units, spec, parsed, missing_in_run=missing_in_run, missing_in_labels=missing_in_labels,
                     name=name, run_map=run_map, run_rows=run_rows, label_rows=label_rows, slice_columns=slice_columns,
                     catalog=None if catalog is None else lambda: _catalog(catalog, catalog_columns, format))
+
+
+def _quantile_edges(run_df, lab_df, bins: tuple[int, ...], *, labelled_only: bool) -> tuple:
+    """The quantile edges of ``ece`` / ``mce`` (``strategy=quantile``), exactly as the in-memory engine's.
+
+    Locally the edges are the quantiles of the predictions of every run row of
+    the *evaluated* requests: requests found only in the labels have no rows,
+    and a run request without labels is dropped when ``missing_in_labels`` is
+    ``"ignore"`` (``labelled_only``; a left semi join on the label request
+    ids). The order statistics at the ranks ``calibration._quantile_ranks``
+    asks for are found exactly by ``spark_ope.order_statistics`` (bracketing
+    and counting jobs, never a sort or a collect of the column), then the same
+    interpolation and collapse of repeated edges run on the driver.
+    Returns ``((bins, edges), ...)`` for :class:`ChunkSpec`.
+    """
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from receval.engines.spark_ope import order_statistics
+    from receval.metrics import calibration as cal
+
+    rows = run_df
+    if labelled_only:
+        rows = rows.join(lab_df.select("request_id").distinct(), on="request_id", how="left_semi")
+    # one column of doubles, kept for the few passes below (the semi join runs once)
+    w = rows.select(F.col("prediction").cast("double").alias("w")).persist()
+    try:
+        n = int(w.count())
+        if n == 0:  # as locally: no evaluated row (the assembly then raises, or bins nothing)
+            return tuple((b, (0.0, 1.0)) for b in bins)
+        plan = {b: cal._quantile_ranks(n, b) for b in bins}
+        ranks = sorted({int(k) for lo, hi, _ in plan.values() for k in np.concatenate([lo, hi])})
+        value: dict[int, float] = {}
+        for i in range(0, len(ranks), _RANKS_PER_PASS):  # one filter per pass ORs a bracket per rank: keep it short
+            value.update(order_statistics(w, n, ranks[i:i + _RANKS_PER_PASS]))
+    finally:
+        w.unpersist()
+    out = []
+    for b, (lo, hi, frac) in plan.items():
+        a = np.array([value[int(k)] for k in lo], dtype=np.float64)
+        c = np.array([value[int(k)] for k in hi], dtype=np.float64)
+        edges = cal._collapse(cal._interpolate(a, c, frac))
+        out.append((b, tuple(float(e) for e in edges)))
+    return tuple(out)
 
 
 def _catalog(catalog: Any, catalog_columns: Mapping[str, str] | None, format: str):

@@ -160,28 +160,80 @@ def _check_prediction(p: np.ndarray, frame: str = "run", column: str = "predicti
 # ---------------------------------------------------------------------------
 
 
-def _quantiles(p: np.ndarray, bins: int) -> np.ndarray:
-    """Sample quantiles of ``p`` at j / bins, j = 0..bins (numpy's default "linear" method).
+def _quantile_ranks(n: int, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, frac)``: the quantile at j / bins of n sorted values lies between the
+    values of 0-based ranks ``lo[j]`` and ``hi[j]``, ``frac[j]`` of the way.
 
     The rank ``(n - 1) j / bins`` is split into integer and fractional parts
-    exactly (integer arithmetic), so a quantile that falls on a rank is exactly
-    that prediction; ``np.quantile`` can be one ulp off there, which would
-    move a prediction equal to the edge into the bin below.
+    exactly (integer arithmetic). Shared by the in-memory path and the Spark
+    engine (which finds the order statistics ``lo`` / ``hi`` by rank), so both
+    run the same float operations.
     """
     import numpy as np
 
-    n = len(p)
     num = (n - 1) * np.arange(bins + 1, dtype=np.int64)
     lo = num // bins
     frac = (num - lo * bins) / bins
     hi = np.minimum(lo + 1, n - 1)
-    part = np.partition(p, np.unique(np.concatenate([lo, hi])))
-    a, b = part[lo], part[hi]
+    return lo, hi, frac
+
+
+def _interpolate(a: np.ndarray, b: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Linear interpolation between the order statistics ``a`` (rank lo) and ``b`` (rank hi)."""
+    import numpy as np
+
     return np.clip(a + frac * (b - a), a, b)
 
 
-def _edges_and_bins(p: np.ndarray, bins: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges (n_bins + 1) and the bin index of every prediction."""
+def _quantiles(p: np.ndarray, bins: int) -> np.ndarray:
+    """Sample quantiles of ``p`` at j / bins, j = 0..bins (numpy's default "linear" method).
+
+    The rank is computed exactly (:func:`_quantile_ranks`), so a quantile that
+    falls on a rank is exactly that prediction; ``np.quantile`` can be one ulp
+    off there, which would move a prediction equal to the edge into the bin below.
+    """
+    import numpy as np
+
+    lo, hi, frac = _quantile_ranks(len(p), bins)
+    part = np.partition(p, np.unique(np.concatenate([lo, hi])))
+    return _interpolate(part[lo], part[hi], frac)
+
+
+def _collapse(edges: np.ndarray) -> np.ndarray:
+    """Quantile edges sorted, repeated edges collapsed; all equal: one bin ``[e, e]``."""
+    import numpy as np
+
+    edges = np.unique(np.maximum.accumulate(edges))
+    if len(edges) == 1:
+        return np.array([edges[0], edges[0]])
+    return edges
+
+
+def _assign(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of every prediction for sorted quantile edges: the number of interior
+    edges <= p (the last edge is inclusive); predictions outside the edges go to
+    the first / last bin."""
+    import numpy as np
+
+    n_bins = len(edges) - 1
+    if n_bins <= 32:  # a few vectorised comparisons beat a binary search per row
+        b16 = np.zeros(len(p), dtype=np.int16)
+        for edge in edges[1:-1]:
+            b16 += p >= edge
+        return b16.astype(np.int64)
+    b = np.searchsorted(edges, p, side="right") - 1
+    np.clip(b, 0, n_bins - 1, out=b)
+    return b
+
+
+def _edges_and_bins(
+    p: np.ndarray, bins: int, strategy: str, edges: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges (n_bins + 1) and the bin index of every prediction.
+
+    ``edges``: quantile edges fixed beforehand (the chunked engines compute
+    them over all evaluated rows before scoring a chunk).
+    """
     import numpy as np
 
     if strategy == "uniform":
@@ -190,22 +242,12 @@ def _edges_and_bins(p: np.ndarray, bins: int, strategy: str) -> tuple[np.ndarray
         return np.arange(bins + 1, dtype=np.float64) / bins, b
     if strategy != "quantile":  # pragma: no cover - the registry checks choices
         raise ValueError(f"unknown binning strategy {strategy!r}")
-    if len(p) == 0:
-        return np.array([0.0, 1.0]), np.zeros(0, dtype=np.int64)
-    edges = _quantiles(p, bins)
-    edges = np.unique(np.maximum.accumulate(edges))  # sorted, repeated edges collapsed
-    if len(edges) == 1:  # all predictions equal: one bin [p, p]
-        return np.array([edges[0], edges[0]]), np.zeros(len(p), dtype=np.int64)
-    n_bins = len(edges) - 1
-    # the bin of p is the number of interior edges <= p (the last edge is inclusive)
-    if n_bins <= 32:  # a few vectorised comparisons beat a binary search per row
-        b16 = np.zeros(len(p), dtype=np.int16)
-        for edge in edges[1:-1]:
-            b16 += p >= edge
-        return edges, b16.astype(np.int64)
-    b = np.searchsorted(edges, p, side="right") - 1
-    np.clip(b, 0, n_bins - 1, out=b)
-    return edges, b
+    if edges is None:
+        if len(p) == 0:
+            return np.array([0.0, 1.0]), np.zeros(0, dtype=np.int64)
+        edges = _collapse(_quantiles(p, bins))
+    edges = np.asarray(edges, dtype=np.float64)
+    return edges, _assign(p, edges)
 
 
 def _unit_bin_stats(unit: np.ndarray, b: np.ndarray, p: np.ndarray, y: np.ndarray, n_units: int, n_bins: int):
@@ -412,8 +454,14 @@ def reliability_table(
 # ---------------------------------------------------------------------------
 
 
-def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats]:
+def compute(
+    metrics: list[Metric], ctx: EvalContext, quantile_edges: dict[int, Any] | None = None
+) -> dict[Metric, MetricStats]:
     """Per-request sufficient statistics of the calibration ``metrics``.
+
+    ``quantile_edges``: bins -> the (collapsed) quantile edges to use instead
+    of the quantiles of ``ctx``'s predictions (the chunked engines compute them
+    over every evaluated row before scoring a chunk of requests).
 
     Raises :class:`~receval.errors.InputError` naming ``prediction`` when a
     prediction is missing, NaN or outside [0, 1].
@@ -487,7 +535,8 @@ def compute(metrics: list[Metric], ctx: EvalContext) -> dict[Metric, MetricStats
         key = (bins, strategy, min_label)
         if key not in binned:
             if (bins, strategy) not in edged:
-                edged[bins, strategy] = _edges_and_bins(p, bins, strategy)
+                fixed = quantile_edges.get(bins) if quantile_edges and strategy == "quantile" else None
+                edged[bins, strategy] = _edges_and_bins(p, bins, strategy, fixed)
             edges, b = edged[bins, strategy]
             n_bins = len(edges) - 1
             binned[key] = (_unit_bin_stats(unit, b, p, y, n_units, n_bins), edges, n_bins)
