@@ -161,3 +161,22 @@ def test_usage_errors(spark):  # noqa: F811
         slate_feedback(s.drop("target_probability"))
     with pytest.raises(UsageError, match="RIPS needs conditional"):
         estimate_slates([RewardInteractionIPS()], slate_feedback(s))
+
+
+def test_cli_ope_slates_on_spark(spark, tmp_path, capsys):  # noqa: F811
+    import json
+
+    from receval.cli import main
+
+    log, target = make_slates(5, "int", n=150, min_slots=2, separate_target=True)
+    log.to_parquet(tmp_path / "log.parquet")
+    target.to_csv(tmp_path / "target.csv", index=False)  # paths read by Spark: Parquet and CSV
+    args = ["ope", "--logs", str(tmp_path / "log.parquet"), "--target", str(tmp_path / "target.csv"),
+            "-e", "sn_rips", "-e", "pi", "--varying-length", "--n-boot", "100", "--output", "json"]
+    assert main(args) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*args, "--engine", "spark"]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote["settings"].pop("engine") == "spark" and local["settings"].pop("engine") == "polars"
+    assert remote["settings"] == local["settings"] and local["settings"]["varying_length"]
+    assert remote["estimates"] == local["estimates"]

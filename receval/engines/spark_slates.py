@@ -73,6 +73,8 @@ class SparkSlateFeedback:
     reward_range: tuple[float, float]
     has_cond: bool
     has_slate: bool
+    n_rows: int = 0
+    min_slots: int | None = None
     chunk_rows: int | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -259,7 +261,9 @@ def spark_slate_feedback(
     if violations:
         raise InputError("logged slates", violations)
     varying = bool(varying_length and any(k != L for k, _ in hist))
-    return SparkSlateFeedback(rows, n_slates, L, varying, rng, has_cond, has_slate, chunk_rows)
+    n_rows = sum(k * n for k, n in hist)
+    min_slots = min(k for k, _ in hist) if hist else None
+    return SparkSlateFeedback(rows, n_slates, L, varying, rng, has_cond, has_slate, n_rows, min_slots, chunk_rows)
 
 
 # ---------------------------------------------------------------------------
