@@ -95,6 +95,8 @@ def test_small_chunks_and_marginals_only(spark):  # noqa: F811
     remote.chunk_rows = 7  # many slate-complete chunks per partition
     for x, y in zip(estimate_slates(est, local, n_boot=100), estimate_slates(est, remote, n_boot=100), strict=True):
         _same(x, y, exact=True)
+    assert est[1].point(remote) == pytest.approx(est[1].point(local), rel=1e-12)
+    assert est[1].estimate(remote, n_boot=50).to_dict() == est[1].estimate(local, n_boot=50).to_dict()
     with pytest.raises(UsageError, match="standard"):
         estimate_slates([StandardIPS()], remote)
 

@@ -523,7 +523,11 @@ class SlateEstimator:
 
     def point(self, data: SlateFeedback) -> float:
         """Point estimate only."""
-        cols = self._columns(data, _weights(data, self.weight_kind))
+        if hasattr(data, "reduce_slates"):  # a SparkSlateFeedback: one reduction job
+            S, _, _, _, data = data.reduce_slates([self])
+            cols = [np.ascontiguousarray(c) for c in S.T]
+        else:
+            cols = self._columns(data, _weights(data, self.weight_kind))
         with np.errstate(invalid="ignore", divide="ignore"):
             return float(self._finisher(data)(np.array([[float(c.sum()) for c in cols]]))[0])
 
