@@ -25,7 +25,8 @@ over slates and a ``finish`` mapping column sums to the estimate, so a
 bootstrap replicate resamples slates (linear in n) and re-applies the whole
 estimator, self-normaliser included; the normal interval is the delta method
 on the same function of means. :func:`simulate_slates` generates slates with
-an exactly known target value.
+an exactly known target value. With PySpark frames the same per-slate
+columns are computed on Spark (:mod:`receval.engines.spark_slates`).
 """
 
 from __future__ import annotations
@@ -312,7 +313,11 @@ def slate_feedback(
 
     Parameters
     ----------
-    log : pandas or polars frame, one row per shown slot
+    log : pandas, polars or PySpark frame, one row per shown slot (with a
+        PySpark frame as ``log`` or ``target`` the rows are validated and
+        reduced on Spark and the result is a
+        :class:`receval.engines.spark_slates.SparkSlateFeedback`, accepted by
+        :func:`estimate_slates`; same rules, errors and numbers)
         Required: ``slate_id``, ``position`` (1..L, each once per slate; every
         slate has the same L unless ``varying_length``), ``reward`` (slot reward), ``propensity``
         (pi_b(a_l at l), the logging marginal, in (0, 1]). Optional:
