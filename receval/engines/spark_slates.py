@@ -304,7 +304,7 @@ def _reduce(data: SparkSlateFeedback, estimators: list):
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from receval.counterfactual.slates import SlateFeedback, _pi_mismatch, _slate_columns
-    from receval.engines.spark import _collect_arrow, key_complete_chunks
+    from receval.engines.spark import _collect_arrow, _quiet_pandas_check, key_complete_chunks
 
     L, varying, rng = data.n_slots, data.varying, data.reward_range
     has_cond, has_slate = data.has_cond, data.has_slate
@@ -338,7 +338,8 @@ def _reduce(data: SparkSlateFeedback, estimators: list):
             yield from pa.Table.from_arrays(arrays, schema=arrow_schema).to_batches()
 
     part = data.rows.repartition("slate_id").sortWithinPartitions("slate_id", "position")
-    per_slate = part.mapInArrow(kernel, schema)
+    with _quiet_pandas_check():
+        per_slate = part.mapInArrow(kernel, schema)
     units = pl.from_arrow(_collect_arrow(per_slate)).sort("slate_id")
     n = units.height
     if n != data.n_slates:
