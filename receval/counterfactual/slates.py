@@ -353,6 +353,11 @@ def slate_feedback(
     if need:
         raise UsageError(f"log is missing required column(s) {need}; it has {list(log.columns)}")
     df = log.reset_index(drop=True)
+    null_ids = np.flatnonzero(df["slate_id"].isna().to_numpy())
+    if len(null_ids):
+        raise InputError("logged slates", [Violation(
+            "slate_id", "must not be null", len(null_ids), tuple(f"row {int(i)}" for i in null_ids[:5]),
+            "drop or fill those rows explicitly")])
     if target is not None:
         target = _to_pandas(target)
         need = [c for c in ("slate_id", "position", "probability") if c not in target.columns]

@@ -94,6 +94,13 @@ def _ex(rows, col: str | None = None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _num(name: str):
+    """The column as double; text that is no number becomes null (reported by the rules), as pandas coerces."""
+    from pyspark.sql import functions as F
+
+    return F.expr(f"try_cast(`{name}` AS DOUBLE)")
+
+
 def _finite(c):
     from pyspark.sql import functions as F
 
@@ -115,18 +122,22 @@ def spark_slate_feedback(
     need = [c for c in ("slate_id", "position", "reward", "propensity") if c not in log.columns]
     if need:
         raise UsageError(f"log is missing required column(s) {need}; it has {list(log.columns)}")
+    n_null = log.filter(F.col("slate_id").isNull()).count()
+    if n_null:
+        raise InputError("logged slates", [Violation(
+            "slate_id", "must not be null", n_null, (), "drop or fill those rows explicitly")])
     keys = ["slate_id", "position"]
-    sel = [F.col("slate_id"), F.col("position").cast("double").alias("position"),
-           F.col("reward").cast("double").alias("reward"), F.col("propensity").cast("double").alias("propensity")]
-    sel += [F.col(k).cast("double").alias(v) for k, v in _LOG.items() if k in log.columns]
+    sel = [F.col("slate_id"), _num("position").alias("position"),
+           _num("reward").alias("reward"), _num("propensity").alias("propensity")]
+    sel += [_num(k).alias(v) for k, v in _LOG.items() if k in log.columns]
     violations: list[Violation] = []
     if target is not None:
         target = to_spark(spark, target, kind="target", format="auto", name="target")
         need = [c for c in ("slate_id", "position", "probability") if c not in target.columns]
         if need:
             raise UsageError(f"target is missing required column(s) {need}; it has {list(target.columns)}")
-        t = target.select(F.col("slate_id"), F.col("position").cast("double").alias("position"),
-                          *[F.col(k).cast("double").alias(v) for k, v in _TARGET_FRAME.items() if k in target.columns])
+        t = target.select(F.col("slate_id"), _num("position").alias("position"),
+                          *[_num(k).alias(v) for k, v in _TARGET_FRAME.items() if k in target.columns])
         n_t = t.count()
         n_dup = n_t - t.select(*keys).distinct().count()
         if n_dup:
@@ -143,7 +154,7 @@ def spark_slate_feedback(
         if "target_probability" not in log.columns:
             raise UsageError("give a target frame or a 'target_probability' column in the log")
         tcols = {k: v for k, v in _TARGET_IN_LOG.items() if k in log.columns}
-        rows = log.select(*sel, *[F.col(k).cast("double").alias(v) for k, v in tcols.items()])
+        rows = log.select(*sel, *[_num(k).alias(v) for k, v in tcols.items()])
         n_miss = 0
     if not n_miss:
         for src, dst in tcols.items():
