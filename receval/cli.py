@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dm and the dr family: precomputed reward estimates q_hat(x, a), a column of both the logs "
                     "and the target (instead of the cross-fitted reward model; required with --engine spark)")
     op.add_argument("--engine", default="auto", choices=["auto", "polars", "streaming", "spark"],
-                    help="auto / polars: in memory; spark: the files are read and reduced by Spark (single-slot estimators; docs/scale.md)")
+                    help="auto / polars: in memory; spark: the files are read and reduced by Spark (single-slot and slate estimators; docs/scale.md)")
     op.add_argument("--output", default="table", choices=["json", "table"])
     return parser
 
@@ -350,8 +350,8 @@ def _cmd_ope(args: argparse.Namespace) -> int:
         except (ValueError, IndexError):
             raise UsageError(f"--reward-range expects LOW,HIGH, e.g. 0,1; got {args.reward_range!r}") from None
     if slates:
-        if args.engine in ("spark", "streaming"):
-            raise UsageError("the slate estimators run in memory only: use --engine auto or polars")
+        if args.engine == "streaming":
+            raise UsageError("the slate estimators run in memory or on Spark: use --engine auto, polars or spark")
         if args.q_hat_column:
             raise UsageError("--q-hat-column does not apply to the slate estimators")
         return _cmd_ope_slates(args, names, reward_range)
@@ -532,23 +532,36 @@ def _cmd_ope_slates(args: argparse.Namespace, names: list[str], reward_range) ->
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to the slate estimators")
     mapping = _mapping(args.column)
-    log = _read_frame(args.logs, "logs", mapping)
-    target = _read_frame(args.target, "target", mapping) if args.target else None
-    if "reward" not in log.columns and "click" in log.columns:
-        log["reward"] = log["click"]
+    if args.engine == "spark":
+        from receval.engines.spark_ope import read_spark_frame
+
+        log = read_spark_frame(args.logs, "logs", mapping)
+        target = read_spark_frame(args.target, "target", mapping) if args.target else None
+        if "reward" not in log.columns and "click" in log.columns:
+            log = log.withColumn("reward", log["click"])
+    else:
+        log = _read_frame(args.logs, "logs", mapping)
+        target = _read_frame(args.target, "target", mapping) if args.target else None
+        if "reward" not in log.columns and "click" in log.columns:
+            log["reward"] = log["click"]
     data = sl.slate_feedback(log, target, reward_range=reward_range, varying_length=args.varying_length)
     results = sl.estimate_slates(
         [make[n]() for n in names], data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
     )
-    lengths = data.lengths
+    if args.engine == "spark":
+        n_rows, min_slots, varying = data.n_rows, data.min_slots, data.varying
+    else:
+        lengths = data.lengths
+        n_rows, min_slots = int(lengths.sum()), int(lengths.min()) if len(lengths) else None
+        varying = data.length is not None
     settings = {
         "logs": args.logs, "target": args.target, "estimators": names, "reward_range": list(data.reward_range),
         "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,
-        "n_rows": int(lengths.sum()), "n_slates": data.n_slates, "n_slots": data.n_slots,
-        "varying_length": data.length is not None,
-        "min_slots": int(lengths.min()) if len(lengths) else None,
+        "n_rows": n_rows, "n_slates": data.n_slates, "n_slots": data.n_slots,
+        "varying_length": varying, "min_slots": min_slots,
+        "engine": "spark" if args.engine == "spark" else "polars",
     }
-    shape = f"{settings['min_slots']}-{data.n_slots}" if data.length is not None else f"{data.n_slots}"
+    shape = f"{min_slots}-{data.n_slots}" if varying else f"{data.n_slots}"
     _print_ope(args.output, names, results, settings,
                f"{args.level:.0%} intervals: {results[0].interval}; {settings['n_rows']} rows, "
                f"{data.n_slates} slates of {shape} slots; values are expected slate rewards.")

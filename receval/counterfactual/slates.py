@@ -25,7 +25,8 @@ over slates and a ``finish`` mapping column sums to the estimate, so a
 bootstrap replicate resamples slates (linear in n) and re-applies the whole
 estimator, self-normaliser included; the normal interval is the delta method
 on the same function of means. :func:`simulate_slates` generates slates with
-an exactly known target value.
+an exactly known target value. With PySpark frames the same per-slate
+columns are computed on Spark (:mod:`receval.engines.spark_slates`).
 """
 
 from __future__ import annotations
@@ -297,6 +298,14 @@ _TARGET_FRAME = {
 }
 
 
+def _grid(values: np.ndarray, cell_slate: np.ndarray, cell_slot: np.ndarray, n: int, L: int,
+          fill: float = 1.0) -> np.ndarray:
+    """(n, L) grid of one long column (cells given by slate code and 0-based slot), ``fill`` elsewhere."""
+    g = np.full((n, L), fill)
+    g[cell_slate, cell_slot] = values
+    return g
+
+
 def slate_feedback(
     log, target=None, *, reward_range: tuple[float, float] | None = None, varying_length: bool = False
 ) -> SlateFeedback:
@@ -304,7 +313,11 @@ def slate_feedback(
 
     Parameters
     ----------
-    log : pandas or polars frame, one row per shown slot
+    log : pandas, polars or PySpark frame, one row per shown slot (with a
+        PySpark frame as ``log`` or ``target`` the rows are validated and
+        reduced on Spark and the result is a
+        :class:`receval.engines.spark_slates.SparkSlateFeedback`, accepted by
+        :func:`estimate_slates`; same rules, errors and numbers)
         Required: ``slate_id``, ``position`` (1..L, each once per slate; every
         slate has the same L unless ``varying_length``), ``reward`` (slot reward), ``propensity``
         (pi_b(a_l at l), the logging marginal, in (0, 1]). Optional:
@@ -327,11 +340,24 @@ def slate_feedback(
     UsageError for missing columns; InputError listing every broken rule with
     counts and examples.
     """
+    from receval.engines import is_spark_frame
+
+    if is_spark_frame(log) or is_spark_frame(target):
+        from receval.engines.spark_slates import spark_slate_feedback
+
+        return spark_slate_feedback(  # type: ignore[return-value]
+            log, target, reward_range=reward_range, varying_length=varying_length
+        )
     log = _to_pandas(log)
     need = [c for c in ("slate_id", "position", "reward", "propensity") if c not in log.columns]
     if need:
         raise UsageError(f"log is missing required column(s) {need}; it has {list(log.columns)}")
     df = log.reset_index(drop=True)
+    null_ids = np.flatnonzero(df["slate_id"].isna().to_numpy())
+    if len(null_ids):
+        raise InputError("logged slates", [Violation(
+            "slate_id", "must not be null", len(null_ids), tuple(f"row {int(i)}" for i in null_ids[:5]),
+            "drop or fill those rows explicitly")])
     if target is not None:
         target = _to_pandas(target)
         need = [c for c in ("slate_id", "position", "probability") if c not in target.columns]
@@ -419,9 +445,7 @@ def slate_feedback(
     length = counts if varying_length else None
 
     def grid(col: str, fill: float = 1.0) -> np.ndarray:
-        g = np.full((n_slates, L), fill)
-        g[cell_slate, cell_slot] = df[col].to_numpy(dtype=np.float64)[order]
-        return g
+        return _grid(df[col].to_numpy(dtype=np.float64)[order], cell_slate, cell_slot, n_slates, L, fill)
 
     arrays: dict[str, Any] = {"propensity": grid("propensity")}
     for src, dst in list(_LOG_COLS.items()) + list(tcols.items()):
@@ -509,7 +533,11 @@ class SlateEstimator:
 
     def point(self, data: SlateFeedback) -> float:
         """Point estimate only."""
-        cols = self._columns(data, _weights(data, self.weight_kind))
+        if hasattr(data, "reduce_slates"):  # a SparkSlateFeedback: one reduction job
+            S, _, _, _, data = data.reduce_slates([self])
+            cols = [np.ascontiguousarray(c) for c in S.T]
+        else:
+            cols = self._columns(data, _weights(data, self.weight_kind))
         with np.errstate(invalid="ignore", divide="ignore"):
             return float(self._finisher(data)(np.array([[float(c.sum()) for c in cols]]))[0])
 
@@ -800,6 +828,36 @@ def _weight_diagnostics(
     return diag, warns
 
 
+def _slate_columns(
+    estimators: list[SlateEstimator], data: SlateFeedback
+) -> tuple[np.ndarray, list[tuple[int, int]], dict[str, np.ndarray]]:
+    """The per-slate columns of all estimators as one (n, k) matrix, their spans, and the weights by kind.
+
+    Row i depends on slate i only, so it is the same computed on any set of
+    slates holding slate i (the Spark engine runs it per chunk of slates).
+    """
+    weights: dict[str, np.ndarray] = {}
+    cols: list[np.ndarray] = []
+    spans = []
+    for e in estimators:
+        if e.weight_kind not in weights:
+            weights[e.weight_kind] = _weights(data, e.weight_kind)
+        c = e._columns(data, weights[e.weight_kind])
+        spans.append((len(cols), len(cols) + len(c)))
+        cols.extend(c)
+    S = np.empty((data.n_slates, len(cols)))
+    for j, c in enumerate(cols):
+        S[:, j] = c
+    return S, spans, weights
+
+
+def _pi_mismatch(d: SlateFeedback) -> np.ndarray:
+    """(n,) bool: the slate's logging conditionals differ from its marginals (no independent-slot logging)."""
+    if d.propensity_cond is None:
+        return np.zeros(d.n_slates, dtype=bool)
+    return ~np.isclose(d.propensity_cond, d.propensity, rtol=1e-9, atol=1e-12).all(axis=1)
+
+
 def estimate_slates(
     estimators: list[SlateEstimator],
     data: SlateFeedback,
@@ -823,19 +881,11 @@ def estimate_slates(
         raise UsageError(f"interval must be 'bootstrap' or 'normal', got {interval!r}")
     if not 0 < level < 1:
         raise UsageError(f"level must lie in (0, 1), got {level}")
-    weights: dict[str, np.ndarray] = {}
-    cols: list[np.ndarray] = []
-    spans = []
-    for e in estimators:
-        if e.weight_kind not in weights:
-            weights[e.weight_kind] = _weights(data, e.weight_kind)
-        c = e._columns(data, weights[e.weight_kind])
-        spans.append((len(cols), len(cols) + len(c)))
-        cols.extend(c)
-    S = np.empty((data.n_slates, len(cols)))
-    for j, c in enumerate(cols):
-        S[:, j] = c
-    del cols
+    if hasattr(data, "reduce_slates"):  # a SparkSlateFeedback: per-slate rows from the Spark reduction
+        S, spans, weights, pi_mismatch, data = data.reduce_slates(estimators)
+    else:
+        S, spans, weights = _slate_columns(estimators, data)
+        pi_mismatch = bool(_pi_mismatch(data).any()) if any(e.weight_kind == "pi" for e in estimators) else False
     values, low, high, method = _values_and_intervals(
         S, spans, estimators, data.n_slates, interval=interval, level=level, n_boot=n_boot, seed=seed,
         finishes=[e._finisher(data) for e in estimators],
@@ -852,8 +902,8 @@ def estimate_slates(
     lo_r = min(short * data.reward_range[0], L * data.reward_range[0])
     hi_r = max(short * data.reward_range[1], L * data.reward_range[1])
     pi_warn = None
-    if any(e.weight_kind == "pi" for e in estimators) and data.propensity_cond is not None:
-        if not np.allclose(data.propensity_cond, data.propensity, rtol=1e-9, atol=1e-12):
+    if any(e.weight_kind == "pi" for e in estimators):
+        if pi_mismatch:
             pi_warn = (
                 "the logging conditionals pi_b(a_l | a_<l) differ from the marginals: the logging policy does not "
                 "fill slots independently, so the pseudo-inverse weights used here are not valid"
