@@ -403,13 +403,28 @@ def _polars_int(dt):
     return getattr(pl, t.name) if t.kind == "int" else None
 
 
+def _request_rows_schema(run_u, width: int):
+    """Spark schema of the per-request rows a task emits: ids, the row kind, error fields, m0..m{width-1}."""
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField("request_id", run_u.schema["request_id"].dataType, True),
+        T.StructField("user_id", run_u.schema["user_id"].dataType, True),
+        T.StructField("__kind", T.ByteType(), True),
+        T.StructField("__item", T.StringType(), True),
+        T.StructField("__rank", T.LongType(), True),
+        T.StructField("__n", T.LongType(), True),
+        T.StructField("__error", T.StringType(), True),
+        *[T.StructField(f"m{j}", T.DoubleType(), True) for j in range(width)],
+    ])
+
+
 def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *, table_name: str,
                           item_columns: Sequence[str], chunk_rows: int | None = None):
     """Per-request rows of ``kernel`` on Spark: a polars frame (request_id[, user_id], m0..m{width-1})
     sorted by request_id, the order of the local audit's requests."""
     import polars as pl
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from receval.engines import spark as engine
@@ -451,16 +466,7 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
             F.lit(_SIDE_LABELS).cast("tinyint").alias("__side"), F.col("label").cast("double").alias("label"),
             *[F.lit(None).cast(run_u.schema[c].dataType).alias(c) for c in sample]))
     union = union.repartition("request_id").sortWithinPartitions("request_id")
-    schema = T.StructType([
-        T.StructField("request_id", run_u.schema["request_id"].dataType, True),
-        T.StructField("user_id", run_u.schema["user_id"].dataType, True),
-        T.StructField("__kind", T.ByteType(), True),
-        T.StructField("__item", T.StringType(), True),
-        T.StructField("__rank", T.LongType(), True),
-        T.StructField("__n", T.LongType(), True),
-        T.StructField("__error", T.StringType(), True),
-        *[T.StructField(f"m{j}", T.DoubleType(), True) for j in range(kernel.width)],
-    ])
+    schema = _request_rows_schema(run_u, kernel.width)
     arrow_schema = to_arrow_schema(schema)
     rows_per_chunk = int(chunk_rows or engine.CHUNK_ROWS)
 
@@ -743,7 +749,6 @@ def miscalibration_spark(run: Any, history: Any, catalog: Any, *, category, k, a
     """
     import polars as pl
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from receval.audits import miscalibration as M
@@ -783,16 +788,7 @@ def miscalibration_spark(run: Any, history: Any, catalog: Any, *, category, k, a
                             F.lit(_SIDE_HISTORY).cast("tinyint").alias("__side"))
     union = run_u.unionByName(hist_u).repartition("user_id").sortWithinPartitions("user_id")
     kernel = RequestKernel("miscalibration", _ipc(cats), 3, k, True, False, (alpha, position_weight, history_weight))
-    schema = T.StructType([
-        T.StructField("request_id", run_u.schema["request_id"].dataType, True),
-        T.StructField("user_id", run_u.schema["user_id"].dataType, True),
-        T.StructField("__kind", T.ByteType(), True),
-        T.StructField("__item", T.StringType(), True),
-        T.StructField("__rank", T.LongType(), True),
-        T.StructField("__n", T.LongType(), True),
-        T.StructField("__error", T.StringType(), True),
-        *[T.StructField(f"m{j}", T.DoubleType(), True) for j in range(3)],
-    ])
+    schema = _request_rows_schema(run_u, 3)
     arrow_schema = to_arrow_schema(schema)
     rows_per_chunk = int(engine.CHUNK_ROWS)
 
