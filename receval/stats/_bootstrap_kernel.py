@@ -611,11 +611,7 @@ def gini_rows(x: np.ndarray, n_total: int, mult: np.ndarray | None = None, *,
         if hi > lo:
             _gini_numerators(x[lo:hi], int(n_total), mult_, unit, num[lo:hi])
 
-    if len(spans) <= 2:
-        run(0)
-    else:  # the kernel releases the GIL; each thread writes only its own rows
-        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
-            list(pool.map(run, range(len(spans) - 1)))
+    _in_threads(run, range(len(spans) - 1), len(spans) - 1)
     total = x @ mult_
     with np.errstate(invalid="ignore", divide="ignore"):
         return num / (float(n_total) * total)
@@ -629,6 +625,18 @@ def _thresholds() -> np.ndarray:
     if _T is None:
         _T = poisson_thresholds()
     return _T
+
+
+def _in_threads(run, tasks, threads: int) -> None:
+    """``run(task)`` for every task: on up to ``threads`` threads (the kernels release the GIL and each task
+    writes only its own rows), or in order on this thread when there is one thread or one task."""
+    tasks = list(tasks)
+    if threads <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            run(task)
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(tasks))) as pool:
+            list(pool.map(run, tasks))
 
 
 def default_threads() -> int:
@@ -674,12 +682,7 @@ def poisson_sums(
     def run(span: tuple[int, int]) -> None:
         _sums_block(xt, starts, gammas, t, span[0], span[1], int(chunk), out, wsum)
 
-    if threads <= 1 or len(blocks) <= 1:
-        for span in blocks:
-            run(span)
-    else:  # the kernel releases the GIL; each block writes only its own rows
-        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
-            list(pool.map(run, blocks))
+    _in_threads(run, blocks, threads)
     return out[:n_boot], wsum[:n_boot]
 
 
@@ -753,12 +756,7 @@ def poisson_segment_sums(
     def run(span: tuple[int, int]) -> None:
         _group_sums_block(xs_t, idx, plan_arr, starts, gammas, t, span[0], span[1], out, wsum)
 
-    if threads <= 1 or len(blocks) <= 1:
-        for span in blocks:
-            run(span)
-    else:  # the kernel releases the GIL; each block writes only its own rows
-        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
-            list(pool.map(run, blocks))
+    _in_threads(run, blocks, threads)
     return out[:m], wsum[:m]
 
 
@@ -801,11 +799,7 @@ def poisson_sums_csr(
             _csr_sums_block(indptr, indices, data, starts[lo:hi], gammas[lo:hi], t, 0, hi - lo, int(chunk),
                             out[lo:hi], wsum[lo:hi])
 
-    if len(spans) <= 2:
-        run(0)
-    else:  # the kernel releases the GIL; each thread writes only its own rows
-        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
-            list(pool.map(run, range(len(spans) - 1)))
+    _in_threads(run, range(len(spans) - 1), len(spans) - 1)
     return out, wsum
 
 
@@ -942,9 +936,5 @@ def poisson_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:
         if hi > lo:
             _weights_block(starts[lo:hi], gammas[lo:hi], t, int(n), out[lo:hi])
 
-    if len(spans) <= 2:
-        run(0)
-    else:  # the kernel releases the GIL; each thread writes only its own rows
-        with ThreadPoolExecutor(max_workers=len(spans) - 1) as pool:
-            list(pool.map(run, range(len(spans) - 1)))
+    _in_threads(run, range(len(spans) - 1), len(spans) - 1)
     return out
