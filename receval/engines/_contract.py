@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from receval.data.contract import _ID_COLUMNS, FRAME_KINDS, ColumnMapping
 from receval.errors import InputError, Violation
@@ -150,3 +151,49 @@ def raise_value_violations(
     ]
     if violations:
         raise InputError(name, violations)
+
+
+def run_and_label_frames(
+    src: Any,
+    src_columns: list[str],
+    count_rows: Callable[[], int],
+    frame: Callable[..., Any],
+    read_labels: Callable[[list[str]], Any] | None,
+    *,
+    run_map: ColumnMapping,
+    lab_map: ColumnMapping,
+    name: str,
+    slice_columns: tuple[str, ...],
+    need_prediction: bool,
+) -> tuple[Any, Any, tuple[str, ...]]:
+    """The chunked engines' common preamble, before any value check: the run and label frames checked
+    against the contract (``frame(source, kind, mapping, name=, use=, passthrough=)`` is the engine's
+    ``_Frame``), labels from the run's ``label`` column when ``read_labels`` is None, ids given one type
+    on both sides (text when they differ, as in memory), and the run columns constant within a request.
+    Returns (run frame, label frame, constant columns).
+    """
+    from receval.errors import UsageError
+
+    if need_prediction and run_map.source("prediction") not in src_columns:
+        raise InputError(name, [Violation(
+            run_map.label("prediction"), "required column is missing", count_rows(), (),
+            "calibration metrics need a predicted probability per row; map it with columns={'prediction': 'your_name'}")])
+    run_use = ("request_id", "item_id", "score", "user_id") + (("prediction",) if need_prediction else ())
+    run_f = frame(src, "run", run_map, name=name, use=run_use, passthrough=slice_columns)
+    lab_use = ("request_id", "item_id", "label")
+    if read_labels is None:
+        if run_map.source("label") not in src_columns:
+            raise UsageError(
+                f"{name}: no labels given and no label column in the run; pass labels=... "
+                "(a frame or a qrels file) or include a 'label' column in the run"
+            )
+        lab_f = frame(src.select([run_map.source(c) for c in lab_use]), "labels", run_map, name=f"{name} labels",
+                      use=lab_use)
+    else:
+        lab_f = frame(read_labels([lab_map.source(c) for c in lab_use]), "labels", lab_map, name="labels", use=lab_use)
+    for c in ("request_id", "item_id"):
+        if run_f.targets[c] != lab_f.targets[c]:
+            run_f.text_ids(c)
+            lab_f.text_ids(c)
+    constant = (("user_id",) if "user_id" in run_f.targets else ()) + tuple(c for c in slice_columns if c != "user_id")
+    return run_f, lab_f, constant

@@ -44,6 +44,7 @@ from receval.engines._contract import (
     ValueCheck,
     check_schema,
     raise_value_violations,
+    run_and_label_frames,
     value_checks,
 )
 from receval.errors import UsageError
@@ -375,32 +376,12 @@ def score_spark(
     run_map = ColumnMapping.of(columns)
     lab_map = ColumnMapping.of(label_columns) if label_columns is not None else run_map
     need_prediction = bool(spec.calibration)
-    run_use = ("request_id", "item_id", "score", "user_id") + (("prediction",) if need_prediction else ())
     src = to_spark(spark, run, kind="run", format=format, name=name)
-    if need_prediction and run_map.source("prediction") not in src.columns:
-        from receval.errors import InputError, Violation
-
-        raise InputError(name, [Violation(
-            run_map.label("prediction"), "required column is missing", src.count(), (),
-            "calibration metrics need a predicted probability per row; map it with columns={'prediction': 'your_name'}")])
-    run_f = _Frame(src, "run", run_map, name=name, use=run_use, passthrough=slice_columns)
-    lab_use = ("request_id", "item_id", "label")
-    if labels is None:
-        if run_map.source("label") not in src.columns:
-            raise UsageError(
-                f"{name}: no labels given and no label column in the run; pass labels=... "
-                "(a frame or a qrels file) or include a 'label' column in the run"
-            )
-        lab_f = _Frame(src.select([run_map.source(c) for c in lab_use]), "labels", run_map, name=f"{name} labels", use=lab_use)
-    else:
-        lab_src = to_spark(spark, labels, kind="labels", format=format, name="labels",
-                           columns=[lab_map.source(c) for c in lab_use])
-        lab_f = _Frame(lab_src, "labels", lab_map, name="labels", use=lab_use)
-    for c in ("request_id", "item_id"):
-        if run_f.targets[c] != lab_f.targets[c]:
-            run_f.text_ids(c)
-            lab_f.text_ids(c)
-    constant = (("user_id",) if "user_id" in run_f.targets else ()) + tuple(c for c in slice_columns if c != "user_id")
+    read_labels = None if labels is None else (
+        lambda cols: to_spark(spark, labels, kind="labels", format=format, name="labels", columns=cols))
+    run_f, lab_f, constant = run_and_label_frames(
+        src, list(src.columns), src.count, _Frame, read_labels, run_map=run_map, lab_map=lab_map, name=name,
+        slice_columns=slice_columns, need_prediction=need_prediction)
     spec = dataclasses.replace(spec, constant=constant)
 
     run_rows, label_rows = _check_values(run_f, lab_f)

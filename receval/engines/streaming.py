@@ -42,9 +42,10 @@ from receval.engines._contract import (
     check_schema,
     format_example,
     raise_value_violations,
+    run_and_label_frames,
     value_checks,
 )
-from receval.errors import InputError, UsageError, Violation
+from receval.errors import UsageError
 
 __all__ = ["score_streaming", "BUCKET_ROWS"]
 
@@ -198,33 +199,16 @@ def score_streaming(
     lab_map = ColumnMapping.of(label_columns) if label_columns is not None else run_map
     need_prediction = bool(spec.calibration)
     src = _lazy(run, kind="run", format=format, name=name)
-    if need_prediction and run_map.source("prediction") not in src.collect_schema().names():
-        raise InputError(name, [Violation(
-            run_map.label("prediction"), "required column is missing", int(src.select(pl.len()).collect().item()), (),
-            "calibration metrics need a predicted probability per row; map it with columns={'prediction': 'your_name'}")])
-    run_use = ("request_id", "item_id", "score", "user_id") + (("prediction",) if need_prediction else ())
-    run_f = _Frame(src, "run", run_map, name=name, use=run_use, passthrough=slice_columns)
-    lab_use = ("request_id", "item_id", "label")
-    if labels is None:
-        if run_map.source("label") not in src.collect_schema().names():
-            raise UsageError(
-                f"{name}: no labels given and no label column in the run; pass labels=... "
-                "(a frame or a qrels file) or include a 'label' column in the run"
-            )
-        lab_f = _Frame(src.select([run_map.source(c) for c in lab_use]), "labels", run_map, name=f"{name} labels", use=lab_use)
-    else:
-        lab_f = _Frame(_lazy(labels, kind="labels", format=format, name="labels"), "labels", lab_map, name="labels", use=lab_use)
-    for c in ("request_id", "item_id"):
-        if run_f.targets[c] != lab_f.targets[c]:
-            run_f.text_ids(c)
-            lab_f.text_ids(c)
-    constant = (("user_id",) if "user_id" in run_f.targets else ()) + tuple(c for c in slice_columns if c != "user_id")
+    read_labels = None if labels is None else (lambda cols: _lazy(labels, kind="labels", format=format, name="labels"))
+    run_f, lab_f, constant = run_and_label_frames(
+        src, src.collect_schema().names(), lambda: int(src.select(pl.len()).collect().item()), _Frame, read_labels,
+        run_map=run_map, lab_map=lab_map, name=name, slice_columns=slice_columns, need_prediction=need_prediction)
     spec = dataclasses.replace(spec, constant=constant)
     run_rows, label_rows = _check_values([run_f, lab_f])
 
     run_cols = ["request_id", "item_id", "score"] + (["prediction"] if need_prediction else []) + list(constant)
     run_lf = run_f.lf.select(run_cols)
-    lab_lf = lab_f.lf.select(lab_use)
+    lab_lf = lab_f.lf.select("request_id", "item_id", "label")
     order = ["request_id", "item_id"] if spec.calibration else None  # row sums in a fixed order
     budget = max(1, int(bucket_rows or BUCKET_ROWS))
     n_buckets = max(1, math.ceil((run_rows + label_rows) / budget))
