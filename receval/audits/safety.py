@@ -144,11 +144,18 @@ def safety_audit(
     if frame["__flag"].null_count():
         raise _unknown(frame.filter(pl.col("__flag").is_null())["item_id"], "run", "flags")
 
-    n_req = requests.height
     mat, n_negative = _request_matrix(frame, requests, lab, negative_label)
-    finishes = _finishes(lab is not None)
+    return _result(mat, requests, table, user_groups, n_negative, k=k, flag_column=flag_column,
+                   has_labels=lab is not None, negative_label=negative_label, group_column=group_column,
+                   n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size)
+
+
+def _result(mat: np.ndarray, requests: Any, table: Any, user_groups: Any, n_negative: int, *, k, flag_column,
+            has_labels: bool, negative_label, group_column, n_boot, level, seed, min_group_size) -> SafetyAudit:
+    """The audit from the per-request matrix (``_request_matrix``), its requests (request_id[, user_id]) and the
+    flags table: user groups, intervals, settings and counts. Shared by the Spark engine."""
     codes, names = _user_group_codes(requests, user_groups, group_column)
-    overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
+    overall, groups, method = _rows(mat, _finishes(has_labels), codes, names, min_group_size=min_group_size,
                                     n_boot=n_boot, level=level, seed=seed)
     return SafetyAudit(
         overall=overall,
@@ -156,13 +163,13 @@ def safety_audit(
         settings={
             "k": k,
             "flag_column": flag_column,
-            "labels": lab is not None,
+            "labels": has_labels,
             "negative_label": None if negative_label is None else float(negative_label),
             "group_column": group_column,
             **interval_settings(min_group_size, n_boot, level, seed, method),
         },
         counts={
-            "n_requests": n_req,
+            "n_requests": requests.height,
             "n_slots": int(mat[:, 0].sum()),
             "n_flagged_slots": int(mat[:, 1].sum()),
             "n_flag_items": table.height,

@@ -639,7 +639,6 @@ def safety_spark(run: Any, flags: Any, *, k, flag_column, user_groups, group_col
                  n_boot, level, seed, min_group_size):
     """:func:`receval.audits.safety.safety_audit` with the per-request reduce on Spark."""
     from receval.audits import safety as S
-    from receval.audits.popularity import _rows, _user_group_codes
 
     if isinstance(run, list | tuple):
         raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
@@ -649,33 +648,10 @@ def safety_spark(run: Any, flags: Any, *, k, flag_column, user_groups, group_col
     rows = ranked_requests_spark(run, labels, table, kernel, table_name="flags", item_columns=("__flag",))
     mat = np.ascontiguousarray(rows.select([f"m{j}" for j in range(8)]).to_numpy())  # the local layout: same sums
     requests = rows.drop([f"m{j}" for j in range(8)])
-    finishes = S._finishes(labels is not None)
-    codes, names = _user_group_codes(requests, _local(user_groups, ["request_id", "user_id", group_column or ""]),
-                                     group_column)
-    overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
-                                    n_boot=n_boot, level=level, seed=seed)
-    return S.SafetyAudit(
-        overall=overall,
-        groups=groups,
-        settings={
-            "k": k,
-            "flag_column": flag_column,
-            "labels": labels is not None,
-            "negative_label": None if negative_label is None else float(negative_label),
-            "group_column": group_column,
-            **S.interval_settings(min_group_size, n_boot, level, seed, method),
-        },
-        counts={
-            "n_requests": requests.height,
-            "n_slots": int(mat[:, 0].sum()),
-            "n_flagged_slots": int(mat[:, 1].sum()),
-            "n_flag_items": table.height,
-            "n_flagged_items": int(table["__flag"].sum()),
-            "n_negative_shown": int(mat[:, 6].sum() + mat[:, 7].sum()),  # negative shown items, flagged or not
-            "n_groups": len(names),
-            "n_groups_suppressed": sum(g.suppressed for g in groups),
-        },
-    )
+    return S._result(mat, requests, table, _local(user_groups, ["request_id", "user_id", group_column or ""]),
+                     int(mat[:, 6].sum() + mat[:, 7].sum()),  # negative shown items, flagged or not
+                     k=k, flag_column=flag_column, has_labels=labels is not None, negative_label=negative_label,
+                     group_column=group_column, n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size)
 
 
 # ---------------------------------------------------------------------------
