@@ -327,6 +327,17 @@ def _catalog_popularity(catalog: Any, popularity: str) -> pl.DataFrame:
     return cat.with_columns(pl.col("__pop").cast(pl.Float64))
 
 
+def _head_and_tail(cat: Any, tail_quantile: float) -> tuple[Any, float, int, int]:
+    """The catalog with ``__tail`` (popularity <= its ``tail_quantile`` quantile), that threshold, and the numbers
+    of short-head and long-tail items. Shared by the Spark engine."""
+    import polars as pl
+
+    threshold = float(np.quantile(cat["__pop"].to_numpy(), float(tail_quantile)))
+    cat = cat.with_columns(__tail=pl.col("__pop") <= threshold)
+    n_tail = int(cat["__tail"].sum())
+    return cat, threshold, cat.height - n_tail, n_tail
+
+
 def popularity_bias_audit(
     run: Any,
     catalog: Any,
@@ -410,11 +421,8 @@ def popularity_bias_audit(
     cat = _catalog_popularity(catalog, popularity)
     lab = _labels_frame(labels) if labels is not None else None
 
+    cat, threshold, n_head, n_tail = _head_and_tail(cat, tail_quantile)
     pop = cat["__pop"].to_numpy()
-    threshold = float(np.quantile(pop, float(tail_quantile)))
-    cat = cat.with_columns(__tail=pl.col("__pop") <= threshold)
-    n_tail = int(cat["__tail"].sum())
-    n_head = cat.height - n_tail
 
     item_pos = item_positions(frame["item_id"], cat["item_id"])
     if (item_pos < 0).any():

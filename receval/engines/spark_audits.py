@@ -583,7 +583,6 @@ def exposure_inputs_spark(run: Any, groups: Any, labels: Any, *, k: int | None, 
 def popularity_spark(run: Any, catalog: Any, *, k, popularity, tail_quantile, labels, user_groups, group_column,
                      history, n_boot, level, seed, min_group_size):
     """:func:`receval.audits.popularity.popularity_bias_audit` with the per-request reduce on Spark."""
-    import polars as pl
 
     from receval.audits import popularity as P
 
@@ -593,11 +592,7 @@ def popularity_spark(run: Any, catalog: Any, *, k, popularity, tail_quantile, la
     if isinstance(run, list | tuple):
         raise UsageError("run: one run frame expected (sampled rankings are for exposure_audit)")
     cat = P._catalog_popularity(_local(catalog, ["item_id", popularity]), popularity)
-    pop = cat["__pop"].to_numpy()
-    threshold = float(np.quantile(pop, float(tail_quantile)))
-    cat = cat.with_columns(__tail=pl.col("__pop") <= threshold)
-    n_tail = int(cat["__tail"].sum())
-    n_head = cat.height - n_tail
+    cat, threshold, n_head, n_tail = P._head_and_tail(cat, tail_quantile)
     kernel = RequestKernel("popularity", b"", 12, k, False, False, (n_head, n_tail))
     rows = ranked_requests_spark(run, labels, cat, kernel, table_name="catalog", item_columns=("__pop", "__tail"))
     mat = np.ascontiguousarray(rows.select([f"m{j}" for j in range(12)]).to_numpy())  # the local layout: same sums
