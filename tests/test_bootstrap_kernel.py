@@ -22,17 +22,28 @@ ROOT = K.root_key(2024)
 PMF = [math.exp(-1) / math.factorial(k) for k in range(21)]
 
 
-def test_thresholds_are_the_poisson_cdf_rounded_to_2_pow_64():
+def test_thresholds_are_the_poisson_cdf_rounded_to_2_pow_32():
     t = K.poisson_thresholds()
-    assert t.dtype == np.uint64 and len(t) == 20  # weights 0..20
+    assert t.dtype == np.uint32 and len(t) == 12  # weights 0..12
     # exact CDF by rationals: e^-1 from its series to far beyond 2^-64
     e_inv = sum(Fraction((-1) ** j, math.factorial(j)) for j in range(40))
     cdf = Fraction(0)
-    for k in range(20):
+    for k in range(12):
         cdf += e_inv / math.factorial(k)
-        assert abs(Fraction(int(t[k])) - cdf * 2**64) <= Fraction(1, 2)
-    assert (cdf + e_inv / math.factorial(20)) * 2**64 > 2**64 - Fraction(1, 2)  # T_20 would round to 2^64
+        assert abs(Fraction(int(t[k])) - cdf * 2**32) <= Fraction(1, 2)
+    assert (cdf + e_inv / math.factorial(12)) * 2**32 > 2**32 - Fraction(1, 2)  # T_12 would round to 2^32
     assert np.all(np.diff(t.astype(object)) > 0)
+
+
+def test_two_units_share_one_64_bit_output():
+    # unit 2j takes the low 32 bits of output j, unit 2j + 1 the high 32 bits (pure-Python check of the scheme)
+    s = K._py_mix64((ROOT + K.GOLDEN) & K.MASK64)
+    g = K._py_mix_gamma((ROOT + 2 * K.GOLDEN) & K.MASK64)
+    t = [int(v) for v in K.poisson_thresholds()]
+    for i in range(40):
+        u = K._py_mix64((s + (i // 2 + 1) * g) & K.MASK64)
+        h = u % 2**32 if i % 2 == 0 else u // 2**32
+        assert K.reference_weights(ROOT, range(1), range(i, i + 1))[0, 0] == sum(h >= tk for tk in t)
 
 
 def test_root_key_follows_seed_sequence():

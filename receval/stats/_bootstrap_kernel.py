@@ -13,12 +13,21 @@ The weights (counter-based: each is a function of (seed, b, i) alone):
   "split" of a root stream: start s_b = mix64(r + (2b+1) G) and increment
   g_b = mix_gamma(r + (2b+2) G), with G = 0x9E3779B97F4A7C15. The increment
   is odd with enough bit flips, so replicates walk different Weyl sequences.
-* Unit i of replicate b takes output i of that stream, the 64-bit uniform
-  u = mix64(s_b + (i+1) g_b) (arithmetic mod 2^64).
-* Its weight is the Poisson(1) quantile of u, the number of thresholds
-  T_k = round(2^64 P(X <= k)) with u >= T_k; the CDF is computed in 60-digit
-  decimal arithmetic, so every probability is exact to 2^-64 and weights run
-  from 0 to 20.
+* Output j of that stream is the 64-bit word u_j = mix64(s_b + (j+1) g_b)
+  (arithmetic mod 2^64); its two 32-bit halves are two uniforms. Unit i of
+  replicate b takes half i mod 2 of output floor(i / 2): the low 32 bits for
+  an even i, the high 32 bits for an odd i.
+* Its weight is the Poisson(1) quantile of that 32-bit uniform h, the number
+  of thresholds T_k = round(2^32 P(X <= k)) with h >= T_k; the CDF is computed
+  in 60-digit decimal arithmetic, so every P(W <= k) is within 2^-33 (1.2e-10)
+  of the Poisson(1) CDF, and weights run from 0 to 12 (P(X > 12) = 1.1e-10 is
+  folded into 12).
+
+Why 32-bit halves: one 64-bit mix serves two units, and eight comparisons in
+32-bit lanes cost half of those in 64-bit lanes; drawing 10^9 weights takes
+about 60% of the time of one exact 64-bit quantile per unit. A distribution
+error of 1e-10 per probability is far below anything a bootstrap of 1,000
+replicates can resolve (its own Monte Carlo error is ~1e-2 relative).
 
 A weight does not depend on n, on how units are chunked, on how replicates are
 split among threads, or on which statistics ride along; ``reference_weights``
@@ -34,6 +43,7 @@ from __future__ import annotations
 import decimal
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
@@ -41,6 +51,9 @@ import numpy as np
 
 __all__ = ["gini_rows", "poisson_group_sums", "poisson_segment_sums", "poisson_sums", "poisson_sums_csc", "poisson_sums_csr", "poisson_thresholds", "poisson_weights",
            "reference_weights", "root_key"]
+
+if sys.byteorder != "little":  # _chunk_weights reads a uint64 buffer as its 32-bit halves, low half first
+    raise ImportError("receval's compiled bootstrap kernel assumes a little-endian machine")
 
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -58,20 +71,23 @@ PREFETCH = 16  # entries ahead whose weights the CSC kernel asks the CPU to load
 RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (20 * 3000 < 2^16)
 
 
+BITS = 32  # bits of the uniform each weight inverts: half of one 64-bit output
+
+
 def poisson_thresholds() -> np.ndarray:
-    """T_k = round(2^64 P(X <= k)) for Poisson(1) X, every k with T_k < 2^64 (20 values)."""
+    """T_k = round(2^32 P(X <= k)) for Poisson(1) X, every k with T_k < 2^32 (12 values: weights 0..12)."""
     ctx = decimal.Context(prec=60)
     e_inv = ctx.exp(decimal.Decimal(-1))
-    scale = decimal.Decimal(2**64)
+    scale = decimal.Decimal(2**BITS)
     out: list[int] = []
     cdf = decimal.Decimal(0)
     for k in range(64):
         cdf = ctx.add(cdf, ctx.divide(e_inv, decimal.Decimal(math.factorial(k))))
         t = int(ctx.multiply(cdf, scale).to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
-        if t >= 2**64:
+        if t >= 2**BITS:
             break
         out.append(t)
-    return np.array(out, dtype=np.uint64)
+    return np.array(out, dtype=np.uint32)
 
 
 def root_key(seed: int | None) -> int:
@@ -107,8 +123,9 @@ def reference_weights(root: int, replicates: range, units: range) -> np.ndarray:
         s = _py_mix64((root + (2 * b + 1) * GOLDEN) & MASK64)
         g = _py_mix_gamma((root + (2 * b + 2) * GOLDEN) & MASK64)
         for c, i in enumerate(units):
-            u = _py_mix64((s + (i + 1) * g) & MASK64)
-            out[r, c] = sum(u >= tk for tk in t)
+            u = _py_mix64((s + ((i >> 1) + 1) * g) & MASK64)
+            h = (u >> (32 * (i & 1))) & 0xFFFFFFFF
+            out[r, c] = sum(h >= tk for tk in t)
     return out
 
 
@@ -161,32 +178,47 @@ def _quantile(u, t):
 
 
 @nb.njit(inline="always")
-def _chunk_weights(start, gamma, lo, hi, t, wbuf):
-    """Weights of units lo..hi-1 of one stream into wbuf[: hi - lo]; returns their sum."""
+def _halves(u, i):
+    """The 32-bit uniform of unit i in its stream's output u: the low half for an even i, the high for an odd."""
+    return np.uint32((u >> _U64(32 * (i & 1))) & _U64(0xFFFFFFFF))
+
+
+@nb.njit(inline="always")
+def _chunk_weights(start, gamma, lo, hi, t, wbuf, ubuf):
+    """Weights of units lo..hi-1 of one stream into wbuf[: hi - lo]; returns their sum.
+
+    Two passes: the outputs floor(lo / 2)..floor((hi - 1) / 2) into ``ubuf``
+    (uint64, at least (hi - lo) / 2 + 1 long), then the eight comparisons on
+    its 32-bit halves, which a little-endian machine stores in unit order.
+    """
+    j0 = lo >> 1
+    nj = ((hi - 1) >> 1) - j0 + 1
+    z = start + _U64(j0) * gamma
+    for j in range(nj):
+        z += gamma
+        ubuf[j] = _mix64(z)
+    h = ubuf.view(np.uint32)
+    off = lo & 1
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
     total = 0
     n_tail = 0
-    z = start + _U64(lo) * gamma
     for i in range(hi - lo):
-        z += gamma
-        u = _mix64(z)
+        x = h[off + i]
         c = (
-            np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
-            + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+            np.int32(x >= t0) + np.int32(x >= t1) + np.int32(x >= t2) + np.int32(x >= t3)
+            + np.int32(x >= t4) + np.int32(x >= t5) + np.int32(x >= t6) + np.int32(x >= t7)
         )
-        n_tail += np.int64(u >= t7)
+        n_tail += np.int32(x >= t7)
         total += c
-        wbuf[i] = np.float64(c)
-    if n_tail:  # about 0.5% of chunks of 512 units
-        z = start + _U64(lo) * gamma
+        wbuf[i] = c
+    if n_tail:  # P(h >= T_7) = 1.0e-5 per weight: about 0.5% of chunks of 512 units
         for i in range(hi - lo):
-            z += gamma
-            u = _mix64(z)
-            if u >= t7:
-                w = _quantile(u, t)
+            x = h[off + i]
+            if x >= t7:
+                w = _quantile(x, t)
                 total += w - _FAST
-                wbuf[i] = np.float64(w)
+                wbuf[i] = w
     return total
 
 
@@ -199,12 +231,13 @@ def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
     """
     k, n = xt.shape
     w = np.empty((GROUP, chunk))
+    ub = np.empty(chunk // 2 + 2, dtype=np.uint64)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         m = hi - lo
         for b in range(b0, b1, GROUP):
             for r in range(GROUP):
-                wsum[b + r] += _chunk_weights(starts[b + r], gammas[b + r], lo, hi, t, w[r])
+                wsum[b + r] += _chunk_weights(starts[b + r], gammas[b + r], lo, hi, t, w[r], ub)
             w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
             for j in range(k):
                 xj = xt[j, lo:hi]  # a 1-D view: contiguous loads (xt[j, lo + i] would gather)
@@ -226,27 +259,29 @@ def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
 
 @nb.njit(inline="always")
 def _chunk_weights_at(start, gamma, idx, lo, hi, t, wbuf):
-    """As _chunk_weights for the units idx[lo..hi-1] (any order): weight of unit u is output u + 1."""
+    """As _chunk_weights for the units idx[lo..hi-1] (any order): unit v takes half v mod 2 of output v // 2."""
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
     total = 0
     n_tail = 0
     for i in range(hi - lo):
-        u = _mix64(start + _U64(idx[lo + i] + 1) * gamma)
+        v = idx[lo + i]
+        x = _halves(_mix64(start + _U64((v >> 1) + 1) * gamma), v)
         c = (
-            np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
-            + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
+            np.int32(x >= t0) + np.int32(x >= t1) + np.int32(x >= t2) + np.int32(x >= t3)
+            + np.int32(x >= t4) + np.int32(x >= t5) + np.int32(x >= t6) + np.int32(x >= t7)
         )
-        n_tail += np.int64(u >= t7)
+        n_tail += np.int32(x >= t7)
         total += c
-        wbuf[i] = np.float64(c)
+        wbuf[i] = c
     if n_tail:
         for i in range(hi - lo):
-            u = _mix64(start + _U64(idx[lo + i] + 1) * gamma)
-            if u >= t7:
-                w = _quantile(u, t)
+            v = idx[lo + i]
+            x = _halves(_mix64(start + _U64((v >> 1) + 1) * gamma), v)
+            if x >= t7:
+                w = _quantile(x, t)
                 total += w - _FAST
-                wbuf[i] = np.float64(w)
+                wbuf[i] = w
     return total
 
 
@@ -290,11 +325,12 @@ def _csr_sums_block(indptr, indices, data, starts, gammas, t, b0, b1, chunk, out
     """
     n = len(indptr) - 1
     w = np.empty(chunk)
+    ub = np.empty(chunk // 2 + 2, dtype=np.uint64)
     for b in range(b0, b1):
         r = b - b0
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
-            wsum[r] += _chunk_weights(starts[b - b0], gammas[b - b0], lo, hi, t, w)
+            wsum[r] += _chunk_weights(starts[b - b0], gammas[b - b0], lo, hi, t, w, ub)
             for i in range(hi - lo):
                 wi = w[i]
                 if wi != 0.0:
@@ -346,23 +382,31 @@ def _lane_weights_range(starts, gammas, t, nib, lanes, u0, u1, tot):
     g = np.zeros(nl, dtype=np.uint64)
     for r in range(m):
         g[r] = gammas[r]
-        z[r] = starts[r] + _U64(u0) * gammas[r]  # output u0 of the stream is the next one
+        z[r] = starts[r] + _U64(u0 >> 1) * gammas[r]  # output u0 // 2 of the stream is the next one
+    low = np.zeros(nl, dtype=np.uint32)  # the halves of the current output: units 2j and 2j + 1
+    high = np.zeros(nl, dtype=np.uint32)
     c = np.zeros(nl, dtype=np.uint8)
     for i in range(u0, u1):
+        if i == u0 or not (i & 1):
+            for r in range(nl):
+                zz = z[r] + g[r]
+                z[r] = zz
+                u = _mix64(zz)
+                low[r] = np.uint32(u & _U64(0xFFFFFFFF))
+                high[r] = np.uint32(u >> _U64(32))
+        h = high if i & 1 else low
         tail = 0
         for r in range(nl):
-            zz = z[r] + g[r]
-            z[r] = zz
-            u = _mix64(zz)
+            x = h[r]
             c[r] = (
-                np.uint8(u >= t0) + np.uint8(u >= t1) + np.uint8(u >= t2) + np.uint8(u >= t3)
-                + np.uint8(u >= t4) + np.uint8(u >= t5) + np.uint8(u >= t6) + np.uint8(u >= t7)
+                np.uint8(x >= t0) + np.uint8(x >= t1) + np.uint8(x >= t2) + np.uint8(x >= t3)
+                + np.uint8(x >= t4) + np.uint8(x >= t5) + np.uint8(x >= t6) + np.uint8(x >= t7)
             )
-            tail |= np.int64(u >= t7)
+            tail |= np.int64(x >= t7)
         if tail:  # P = 1.0e-5 per weight: refine
             for r in range(m):
                 if c[r] == _FAST:
-                    w = _quantile(_mix64(z[r]), t)
+                    w = _quantile(h[r], t)
                     if nib and w > 15:
                         return False
                     c[r] = np.uint8(w)
@@ -462,24 +506,31 @@ def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
 
 @nb.njit(cache=True, nogil=True)
 def _weights_block(starts, gammas, t, n, out):
-    """out[r, i] = weight of unit i in replicate r (uint8): eight branch-free comparisons, the rare
-    u >= T_7 refined in a second look at the row."""
+    """out[r, i] = weight of unit i in replicate r (uint8): the outputs of a row's stream, then eight
+    branch-free comparisons on their 32-bit halves; the rare h >= T_7 refined in a second look."""
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
+    ub = np.empty((n + 1) // 2, dtype=np.uint64)
+    h = ub.view(np.uint32)
     for r in range(len(starts)):
         g = gammas[r]
         z = starts[r]
-        row = out[r]
-        for i in range(n):
+        for j in range(len(ub)):
             z += g
-            u = _mix64(z)
-            row[i] = np.uint8(
-                np.int64(u >= t0) + np.int64(u >= t1) + np.int64(u >= t2) + np.int64(u >= t3)
-                + np.int64(u >= t4) + np.int64(u >= t5) + np.int64(u >= t6) + np.int64(u >= t7)
-            )
+            ub[j] = _mix64(z)
+        row = out[r]
+        tail = 0
         for i in range(n):
-            if row[i] == _FAST:
-                row[i] = np.uint8(_quantile(_mix64(starts[r] + _U64(i + 1) * g), t))
+            x = h[i]
+            row[i] = (
+                np.uint8(x >= t0) + np.uint8(x >= t1) + np.uint8(x >= t2) + np.uint8(x >= t3)
+                + np.uint8(x >= t4) + np.uint8(x >= t5) + np.uint8(x >= t6) + np.uint8(x >= t7)
+            )
+            tail |= np.int32(x >= t7)
+        if tail:
+            for i in range(n):
+                if row[i] == _FAST:
+                    row[i] = np.uint8(_quantile(h[i], t))
 
 
 @nb.njit(inline="always")

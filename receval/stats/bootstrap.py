@@ -21,8 +21,8 @@ Three resampling schemes, chosen by ``method``:
   where it is used, so no weight matrix is stored: about 3x less CPU than
   ``"poisson"`` on large inputs (more with many statistics), spread over all
   cores. Its random numbers are counter-based
-  SplitMix64 streams, one per replicate, inverted exactly (to 2^-64) against
-  the Poisson(1) CDF; a different stream from ``"poisson"``'s, so the same
+  SplitMix64 streams, one per replicate, each 64-bit output split into two
+  32-bit uniforms inverted against the Poisson(1) CDF rounded to 2^-32; a different stream from ``"poisson"``'s, so the same
   seed gives different (equally distributed) replicates. When numba can be
   imported, ``"auto"`` uses it instead of ``"poisson"`` above 2 * 10^7 draws
   once the kernel has run in the process, and before that when the numpy
