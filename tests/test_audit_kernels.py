@@ -190,6 +190,27 @@ def test_segment_sums_take_each_rows_unit_weight():
         np.testing.assert_array_equal(s[:, j], w[:, bounds[j] : bounds[j + 1]] @ xs[bounds[j] : bounds[j + 1]])
 
 
+def test_segment_sums_draw_consecutive_units_in_stream_order_with_the_same_weights():
+    # runs of consecutive units (odd and even first units, runs cut by segment and chunk ends, and
+    # runs broken inside a chunk) take the in-order path; the sums equal the weight matrix's products
+    rng = np.random.default_rng(8)
+    units = np.r_[np.arange(3, 1500), np.arange(2000, 2700), rng.permutation(np.arange(2700, 4000))[:600],
+                  np.arange(4001, 4003), 7000, np.arange(5000, 5400)]
+    xs = rng.integers(0, 5, (len(units), 3)).astype(np.float64)
+    bounds = np.array([0, 1, 700, 1497, 2197, 2800, len(units)])
+    plan = K._segment_plan(np.asarray(units, dtype=np.int64), bounds)
+    first = plan[:, 3]
+    assert (first >= 0).sum() >= 6 and (first < 0).sum() >= 2  # both paths are exercised
+    for lo, hi, _, u0 in plan:
+        assert (u0 >= 0) == bool(np.all(np.diff(units[lo:hi]) == 1))
+        assert u0 < 0 or u0 == units[lo]
+    s, wsum = K.poisson_segment_sums(xs, units, bounds, 4, 61, ROOT)
+    w = K.poisson_weights(7001, 4, 61, ROOT).astype(np.float64)[:, units]
+    for j in range(len(bounds) - 1):
+        np.testing.assert_array_equal(s[:, j], w[:, bounds[j] : bounds[j + 1]] @ xs[bounds[j] : bounds[j + 1]])
+    np.testing.assert_array_equal(wsum, w.sum(axis=1))
+
+
 # ---------------------------------------------------------------- Gini of rows
 
 

@@ -306,12 +306,18 @@ def group_rows(
     n_per = np.bincount(codes, minlength=len(names)) if names else np.zeros(0, dtype=np.int64)
     reported = [j for j, _ in enumerate(names) if n_per[j] >= min_group_size and n_per[j] > 0]
     # the scheme bootstrap_replicates would choose for the overall block and one masked copy per group
-    fused = _GROUPED_PASS and n_boot > 0 and n_units > 0 and \
+    compiled = n_boot > 0 and n_units > 0 and \
         _check(n_boot, 0.5, "auto", n_units, mat.shape[1] * (1 + len(reported))) == "poisson-fused"
-    blocks: list[tuple[str, Any]] = [(ALL_GROUP, mat)]
+    fused = _GROUPED_PASS and compiled
+    # under the compiled scheme the replicates number the units in group order (unit i = position
+    # i of the stable sort by group), so each group's units are consecutive and their weights are
+    # drawn in stream order; the point estimates read ``mat`` as given
+    order = np.argsort(codes, kind="stable") if compiled else None
+    base, base_codes = (mat, codes) if fused or order is None else (mat[order], codes[order])
+    blocks: list[tuple[str, Any]] = [(ALL_GROUP, base)]
     for j in reported:
         # fused: every group's sums come from one grouped pass (no masked copies)
-        blocks.append((names[j], j if fused else mat * (codes == j)[:, None]))
+        blocks.append((names[j], j if fused else base * (base_codes == j)[:, None]))
     stats: list[_Stat] = []
     keys: list[tuple[str, str]] = []
     for gname, block in blocks:
@@ -327,7 +333,7 @@ def group_rows(
 
         found, method = bootstrap_estimates(
             stats, n_units, n_boot=n_boot, level=level, seed=seed, totals=totals,
-            replicates=lambda: (_grouped_replicates(mat, codes, len(names), stats, n_boot=n_boot, seed=seed),
+            replicates=lambda: (_grouped_replicates(mat, codes, order, len(names), stats, n_boot=n_boot, seed=seed),
                                 "poisson-fused"))
     else:
         found, method = bootstrap_estimates(stats, n_units, n_boot=n_boot, level=level, seed=seed)
@@ -345,18 +351,20 @@ def group_rows(
     return overall, groups, method
 
 
-def _grouped_replicates(mat: np.ndarray, codes: np.ndarray, n_groups: int, stats: list[_Stat], *, n_boot: int,
-                        seed: int | None) -> np.ndarray:
+def _grouped_replicates(mat: np.ndarray, codes: np.ndarray, order: np.ndarray, n_groups: int, stats: list[_Stat], *,
+                        n_boot: int, seed: int | None) -> np.ndarray:
     """Replicates of group_rows' statistics (``.stats``: ``mat`` for the overall row, a group index
-    otherwise) from one grouped pass of the fused kernel: the weights of ``bootstrap_replicates``
-    under "poisson-fused", the sums of the masked copies up to float rounding.
+    otherwise) from one grouped pass of the fused kernel: the weights ``bootstrap_replicates``
+    gives under "poisson-fused" to ``mat[order]`` (``order`` sorts the units by group), the sums
+    of its masked copies up to float rounding.
 
     Columns constant over the units (ones, a fixed universe size, zeros) are not
     summed: their sums are the constant times the group's weight total.
     """
     from receval.stats._bootstrap_kernel import poisson_group_sums, root_key
 
-    x = np.asarray(mat, dtype=np.float64)
+    x = np.asarray(mat, dtype=np.float64)[order]
+    codes = codes[order]
     k = x.shape[1]
     const = np.array([bool((x[:, j] == x[0, j]).all()) for j in range(k)])
     # each distinct non-constant column once (e.g. a count kept under two names)

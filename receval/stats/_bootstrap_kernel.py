@@ -288,15 +288,22 @@ def _chunk_weights_at(start, gamma, idx, lo, hi, t, wbuf):
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _group_sums_block(xs, idx, plan, starts, gammas, t, b0, b1, out, wsum):
     """Per-segment sums of replicates b0..b1-1 (multiples of GROUP): out[b, s, j] += sum over the units
-    of segment s of w_b(unit) * xs[j, unit position]; plan rows (lo, hi, s) tile the positions."""
+    of segment s of w_b(unit) * xs[j, unit position]; plan rows (lo, hi, s, u) tile the positions,
+    u >= 0 when the chunk's units are u, u + 1, ..., whose weights are then drawn as in the
+    ungrouped kernel (a stream's outputs in order, two units per output), else -1 (one output
+    per unit, any order). Both give the same weights."""
     k = xs.shape[0]
     w = np.empty((GROUP, UNIT_CHUNK))
+    ub = np.empty(UNIT_CHUNK // 2 + 2, dtype=np.uint64)
     for c in range(plan.shape[0]):
-        lo, hi, seg = plan[c, 0], plan[c, 1], plan[c, 2]
+        lo, hi, seg, u0 = plan[c, 0], plan[c, 1], plan[c, 2], plan[c, 3]
         m = hi - lo
         for b in range(b0, b1, GROUP):
             for r in range(GROUP):
-                wsum[b + r] += _chunk_weights_at(starts[b + r], gammas[b + r], idx, lo, hi, t, w[r])
+                if u0 >= 0:
+                    wsum[b + r] += _chunk_weights(starts[b + r], gammas[b + r], u0, u0 + m, t, w[r], ub)
+                else:
+                    wsum[b + r] += _chunk_weights_at(starts[b + r], gammas[b + r], idx, lo, hi, t, w[r])
             w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
             for j in range(k):
                 xj = xs[j, lo:hi]
@@ -765,6 +772,21 @@ def poisson_group_sums(
     return poisson_segment_sums(x[order], order, bounds, 0, n_boot, root, block=block, threads=threads)
 
 
+def _segment_plan(idx: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Rows (lo, hi, segment, u) of at most UNIT_CHUNK positions tiling each segment; u = idx[lo]
+    when the chunk's units are consecutive (idx[lo], idx[lo] + 1, ...: drawn in stream order), else -1."""
+    plan = []
+    for g in range(len(bounds) - 1):
+        for lo in range(int(bounds[g]), int(bounds[g + 1]), UNIT_CHUNK):
+            plan.append((lo, min(lo + UNIT_CHUNK, int(bounds[g + 1])), g))
+    out = np.array(plan, dtype=np.int64).reshape(-1, 3)
+    if not len(out):
+        return np.zeros((0, 4), dtype=np.int64)
+    breaks = np.r_[0, np.cumsum(np.diff(idx) != 1)]  # breaks[p]: unit steps != 1 before position p
+    consecutive = breaks[out[:, 1] - 1] == breaks[out[:, 0]]
+    return np.column_stack([out, np.where(consecutive, idx[out[:, 0]], -1)]).astype(np.int64)
+
+
 def poisson_segment_sums(
     xs: np.ndarray,
     units: np.ndarray,
@@ -788,11 +810,7 @@ def poisson_segment_sums(
     idx = np.ascontiguousarray(units, dtype=np.int64)
     bounds = np.asarray(bounds, dtype=np.int64)
     n_seg = len(bounds) - 1
-    plan = []
-    for g in range(n_seg):
-        for lo in range(int(bounds[g]), int(bounds[g + 1]), UNIT_CHUNK):
-            plan.append((lo, min(lo + UNIT_CHUNK, int(bounds[g + 1])), g))
-    plan_arr = np.array(plan, dtype=np.int64).reshape(-1, 3)
+    plan_arr = _segment_plan(idx, bounds)
     m = b1 - b0
     padded = -(-m // GROUP) * GROUP
     block = -(-block // GROUP) * GROUP
