@@ -178,6 +178,40 @@ def _quantile(u, t):
 
 
 @nb.njit(inline="always")
+def _count8(x, t0, t1, t2, t3, t4, t5, t6, t7):
+    """How many of the first eight thresholds x reaches: the weight, unless x >= T_7 (then refine)."""
+    return (
+        np.int32(x >= t0) + np.int32(x >= t1) + np.int32(x >= t2) + np.int32(x >= t3)
+        + np.int32(x >= t4) + np.int32(x >= t5) + np.int32(x >= t6) + np.int32(x >= t7)
+    )
+
+
+@nb.njit(inline="always")
+def _count8_u8(x, t0, t1, t2, t3, t4, t5, t6, t7):
+    """_count8 summed in bytes: the kernels that store byte weights vectorise four times wider."""
+    return (
+        np.uint8(x >= t0) + np.uint8(x >= t1) + np.uint8(x >= t2) + np.uint8(x >= t3)
+        + np.uint8(x >= t4) + np.uint8(x >= t5) + np.uint8(x >= t6) + np.uint8(x >= t7)
+    )
+
+
+@nb.njit(inline="always")
+def _dot4(xj, w0, w1, w2, w3, m):
+    """sum_i w_r[i] xj[i] for the four weight rows of a replicate group, one load of xj for all four."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    for i in range(m):
+        x = xj[i]
+        a0 += w0[i] * x
+        a1 += w1[i] * x
+        a2 += w2[i] * x
+        a3 += w3[i] * x
+    return a0, a1, a2, a3
+
+
+@nb.njit(inline="always")
 def _halves(u, i):
     """The 32-bit uniform of unit i in its stream's output u: the low half for an even i, the high for an odd."""
     return np.uint32((u >> _U64(32 * (i & 1))) & _U64(0xFFFFFFFF))
@@ -205,10 +239,7 @@ def _chunk_weights(start, gamma, lo, hi, t, wbuf, ubuf):
     n_tail = 0
     for i in range(hi - lo):
         x = h[off + i]
-        c = (
-            np.int32(x >= t0) + np.int32(x >= t1) + np.int32(x >= t2) + np.int32(x >= t3)
-            + np.int32(x >= t4) + np.int32(x >= t5) + np.int32(x >= t6) + np.int32(x >= t7)
-        )
+        c = _count8(x, t0, t1, t2, t3, t4, t5, t6, t7)
         n_tail += np.int32(x >= t7)
         total += c
         wbuf[i] = c
@@ -241,16 +272,7 @@ def _sums_block(xt, starts, gammas, t, b0, b1, chunk, out, wsum):
             w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
             for j in range(k):
                 xj = xt[j, lo:hi]  # a 1-D view: contiguous loads (xt[j, lo + i] would gather)
-                a0 = 0.0
-                a1 = 0.0
-                a2 = 0.0
-                a3 = 0.0
-                for i in range(m):
-                    x = xj[i]
-                    a0 += w0[i] * x
-                    a1 += w1[i] * x
-                    a2 += w2[i] * x
-                    a3 += w3[i] * x
+                a0, a1, a2, a3 = _dot4(xj, w0, w1, w2, w3, m)
                 out[b, j] += a0
                 out[b + 1, j] += a1
                 out[b + 2, j] += a2
@@ -267,10 +289,7 @@ def _chunk_weights_at(start, gamma, idx, lo, hi, t, wbuf):
     for i in range(hi - lo):
         v = idx[lo + i]
         x = _halves(_mix64(start + _U64((v >> 1) + 1) * gamma), v)
-        c = (
-            np.int32(x >= t0) + np.int32(x >= t1) + np.int32(x >= t2) + np.int32(x >= t3)
-            + np.int32(x >= t4) + np.int32(x >= t5) + np.int32(x >= t6) + np.int32(x >= t7)
-        )
+        c = _count8(x, t0, t1, t2, t3, t4, t5, t6, t7)
         n_tail += np.int32(x >= t7)
         total += c
         wbuf[i] = c
@@ -307,16 +326,7 @@ def _group_sums_block(xs, idx, plan, starts, gammas, t, b0, b1, out, wsum):
             w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
             for j in range(k):
                 xj = xs[j, lo:hi]
-                a0 = 0.0
-                a1 = 0.0
-                a2 = 0.0
-                a3 = 0.0
-                for i in range(m):
-                    x = xj[i]
-                    a0 += w0[i] * x
-                    a1 += w1[i] * x
-                    a2 += w2[i] * x
-                    a3 += w3[i] * x
+                a0, a1, a2, a3 = _dot4(xj, w0, w1, w2, w3, m)
                 out[b, seg, j] += a0
                 out[b + 1, seg, j] += a1
                 out[b + 2, seg, j] += a2
@@ -405,10 +415,7 @@ def _lane_weights_range(starts, gammas, t, nib, lanes, u0, u1, tot):
         tail = 0
         for r in range(nl):
             x = h[r]
-            c[r] = (
-                np.uint8(x >= t0) + np.uint8(x >= t1) + np.uint8(x >= t2) + np.uint8(x >= t3)
-                + np.uint8(x >= t4) + np.uint8(x >= t5) + np.uint8(x >= t6) + np.uint8(x >= t7)
-            )
+            c[r] = _count8_u8(x, t0, t1, t2, t3, t4, t5, t6, t7)
             tail |= np.int64(x >= t7)
         if tail:  # P = 1.0e-5 per weight: refine
             for r in range(m):
@@ -529,10 +536,7 @@ def _weights_block(starts, gammas, t, n, out):
         tail = 0
         for i in range(n):
             x = h[i]
-            row[i] = (
-                np.uint8(x >= t0) + np.uint8(x >= t1) + np.uint8(x >= t2) + np.uint8(x >= t3)
-                + np.uint8(x >= t4) + np.uint8(x >= t5) + np.uint8(x >= t6) + np.uint8(x >= t7)
-            )
+            row[i] = _count8_u8(x, t0, t1, t2, t3, t4, t5, t6, t7)
             tail |= np.int32(x >= t7)
         if tail:
             for i in range(n):
