@@ -639,8 +639,22 @@ def _per_slot_sn_finish_varying(s: np.ndarray) -> np.ndarray:
     return terms.sum(axis=1)
 
 
+class _PerSlotSelfNormalised:
+    """Columns and finish of the per-slot self-normalised forms (SN independent IPS, SN RIPS):
+    each slot's weighted rewards over that slot's weights, then summed over the slots."""
+
+    def _columns(self, d, w):
+        return _per_slot_sn_columns(d, w)
+
+    def _finish(self, s):
+        return _per_slot_sn_finish(s)
+
+    def _finisher(self, d):
+        return _per_slot_sn_finish if d.length is None else _per_slot_sn_finish_varying
+
+
 @dataclass(frozen=True)
-class SNIndependentIPS(SlateEstimator):
+class SNIndependentIPS(_PerSlotSelfNormalised, SlateEstimator):
     """Self-normalised independent IPS: V = sum_l [sum_i w_il r_il / sum_i w_il].
 
     Each slot's term is divided by that slot's mean weight. Same assumption as
@@ -652,15 +666,6 @@ class SNIndependentIPS(SlateEstimator):
 
     name: ClassVar[str] = "sn_independent_ips"
     weight_kind: ClassVar[str] = "slot"
-
-    def _columns(self, d, w):
-        return _per_slot_sn_columns(d, w)
-
-    def _finish(self, s):
-        return _per_slot_sn_finish(s)
-
-    def _finisher(self, d):
-        return _per_slot_sn_finish if d.length is None else _per_slot_sn_finish_varying
 
 
 @dataclass(frozen=True)
@@ -685,7 +690,7 @@ class RewardInteractionIPS(SlateEstimator):
 
 
 @dataclass(frozen=True)
-class SNRewardInteractionIPS(SlateEstimator):
+class SNRewardInteractionIPS(_PerSlotSelfNormalised, SlateEstimator):
     """Self-normalised RIPS: V = sum_l [sum_i W_il r_il / sum_i W_il], W_il the cumulative weight.
 
     Same assumption as :class:`RewardInteractionIPS`; within the slate-reward
@@ -696,15 +701,6 @@ class SNRewardInteractionIPS(SlateEstimator):
 
     name: ClassVar[str] = "sn_rips"
     weight_kind: ClassVar[str] = "cascade"
-
-    def _columns(self, d, w):
-        return _per_slot_sn_columns(d, w)
-
-    def _finish(self, s):
-        return _per_slot_sn_finish(s)
-
-    def _finisher(self, d):
-        return _per_slot_sn_finish if d.length is None else _per_slot_sn_finish_varying
 
 
 @dataclass(frozen=True)
