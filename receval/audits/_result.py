@@ -221,13 +221,14 @@ def rows_frame(rows: Sequence[dict[str, Any]], head: Sequence[str], fields: Sequ
 
 @dataclass(frozen=True)
 class _Audit:
-    """An overall row and one row per user group, over the quantities ``FIELDS``."""
+    """An overall row and one row per user group (:class:`AuditRow`), over the quantities ``FIELDS``."""
 
     overall: AuditRow
     groups: tuple[AuditRow, ...]
     settings: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
-    FIELDS: tuple[str, ...] = ()
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    HEAD: ClassVar[tuple[str, ...]] = ("group", "n_requests", "suppressed")  # to_frame's first columns
 
     def group(self, name: str) -> AuditRow:
         return find_group(self.groups, name)
@@ -242,37 +243,16 @@ class _Audit:
         }
 
     def to_frame(self) -> pl.DataFrame:
-        """One row per row (overall first, then user groups): ``<q>``, ``<q>_low``, ``<q>_high``."""
+        """One row per row (overall first, then user groups): ``HEAD``, ``<q>``, ``<q>_low``, ``<q>_high``."""
         rows = [r.to_dict(self.FIELDS) for r in (self.overall, *self.groups)]
-        return rows_frame(rows, ("group", "n_requests", "suppressed"), self.FIELDS)
+        return rows_frame(rows, self.HEAD, self.FIELDS)
 
 
 @dataclass(frozen=True)
-class _UserAudit:
-    """An overall row and one row per user group of :class:`UserRow`, over the quantities ``FIELDS``."""
+class _UserAudit(_Audit):
+    """As :class:`_Audit` with rows of :class:`UserRow` (user and request counts)."""
 
-    overall: UserRow
-    groups: tuple[UserRow, ...]
-    settings: dict[str, Any] = field(default_factory=dict)
-    counts: dict[str, Any] = field(default_factory=dict)
-    FIELDS: ClassVar[tuple[str, ...]] = ()
-
-    def group(self, name: str) -> UserRow:
-        return find_group(self.groups, name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe; holds no request, user or item id."""
-        return {
-            "settings": dict(self.settings),
-            "counts": dict(self.counts),
-            "overall": self.overall.to_dict(self.FIELDS),
-            "groups": [g.to_dict(self.FIELDS) for g in self.groups],
-        }
-
-    def to_frame(self) -> pl.DataFrame:
-        """One row per row (overall first, then user groups): counts, ``<q>``, ``<q>_low``, ``<q>_high``."""
-        rows = [r.to_dict(self.FIELDS) for r in (self.overall, *self.groups)]
-        return rows_frame(rows, USER_ROW_HEAD, self.FIELDS)
+    HEAD: ClassVar[tuple[str, ...]] = USER_ROW_HEAD
 
 
 #: under the fused scheme, group_rows sums every group in one grouped pass (False: masked copies)

@@ -128,7 +128,7 @@ class PopularityLift:
 class PopularityAudit(_Audit):
     """Result of :func:`popularity_bias_audit`; ``lift`` is set when a history was given."""
 
-    FIELDS: tuple[str, ...] = POPULARITY_FIELDS
+    FIELDS: ClassVar[tuple[str, ...]] = POPULARITY_FIELDS
     lift: PopularityLift | None = None
 
     def to_dict(self) -> dict[str, Any]:

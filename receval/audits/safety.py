@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,7 +51,7 @@ SAFETY_FIELDS = (
 class SafetyAudit(_Audit):
     """Result of :func:`safety_audit`; ``to_dict()`` is JSON-safe and holds no id."""
 
-    FIELDS: tuple[str, ...] = SAFETY_FIELDS
+    FIELDS: ClassVar[tuple[str, ...]] = SAFETY_FIELDS
 
 
 def _flags_frame(flags: Any, flag_column: str) -> Any:
