@@ -452,19 +452,7 @@ def drift_audit(
     for frame, label in ((b_frame, "baseline"), (c_frame, "current")):
         absent = [c for c in columns if c not in frame.columns]
         if absent:
-            raise InputError(
-                label,
-                [
-                    Violation(
-                        c,
-                        "column must be present",
-                        frame.height,
-                        (),
-                        f"columns present: {frame.columns}",
-                    )
-                    for c in absent
-                ],
-            )
+            raise absent_columns_error(label, absent, frame.height, frame.columns)
     results = []
     for col in columns:
         b_all, c_all = b_frame[col], c_frame[col]
@@ -559,6 +547,13 @@ class ParityAudit:
         return pd.DataFrame([self._summary()])
 
 
+def absent_columns_error(label: str, absent: list[str], n_rows: int, present: list[str]) -> InputError:
+    """The error for input ``label`` lacking the columns ``absent`` (one violation each, with the rows
+    and the columns it has)."""
+    return InputError(label, [Violation(c, "column must be present", n_rows, (), f"columns present: {list(present)}")
+                              for c in absent])
+
+
 def _parity_frame(obj: Any, label: str, need_position: bool | None) -> pl.DataFrame:
     wanted = ["request_id", "item_id", "score"] + (
         ["position"] if need_position is not False else []
@@ -567,19 +562,7 @@ def _parity_frame(obj: Any, label: str, need_position: bool | None) -> pl.DataFr
     required = ["request_id", "item_id", "score"]
     absent = [c for c in required if c not in frame.columns]
     if absent:
-        raise InputError(
-            label,
-            [
-                Violation(
-                    c,
-                    "column must be present",
-                    frame.height,
-                    (),
-                    f"columns present: {frame.columns}",
-                )
-                for c in absent
-            ],
-        )
+        raise absent_columns_error(label, absent, frame.height, frame.columns)
     frame = frame.select([c for c in wanted if c in frame.columns])
     violations = []
     for c in ("request_id", "item_id"):

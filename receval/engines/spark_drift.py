@@ -113,9 +113,7 @@ def drift_audit_spark(baseline: Any, current: Any, columns: list[str], *, bins: 
     for label, df in frames.items():
         absent = [c for c in columns if c not in df.columns]
         if absent:
-            n = int(df.count())
-            raise InputError(label, [Violation(c, "column must be present", n, (), f"columns present: {list(df.columns)}")
-                                     for c in absent])
+            raise local.absent_columns_error(label, absent, int(df.count()), df.columns)
     types = {label: {f.name: f.dataType for f in df.schema.fields} for label, df in frames.items()}
 
     def missing(label: str, c: str):
