@@ -123,7 +123,7 @@ def test_lane_weight_rows_of_any_width_and_unit_range_are_the_kernel_weights():
     lanes = np.zeros((500, 3 * K.LINE), dtype=np.uint8)
     tot = np.zeros(6 * K.LINE, dtype=np.int64)
     for u0, u1 in ((0, 170), (170, 171), (171, 500)):  # pieces: the rows of the whole range
-        assert K._lane_weights_range(starts, gammas, K._thresholds(), True, lanes, u0, u1, tot)
+        K._lane_weights_range(starts, gammas, K._thresholds(), lanes, u0, u1, tot)
     nib = np.concatenate([lanes & 15, lanes >> 4], axis=1).T  # replicate r in byte r % L, high nibble from L
     np.testing.assert_array_equal(nib[:300], w)
     assert not nib[300:].any()
@@ -131,37 +131,23 @@ def test_lane_weight_rows_of_any_width_and_unit_range_are_the_kernel_weights():
     assert not tot[300:].any()
 
 
-def test_lane_weights_are_the_kernel_weights_in_nibbles_and_bytes():
+def test_lane_weights_are_the_kernel_weights_in_nibbles():
     starts, gammas = K._streams(np.uint64(ROOT), 5, 5 + 100)
     lanes = np.empty((700, K.LINE), dtype=np.uint8)
     wsum = np.zeros(100)
-    assert K._lane_weights(starts, gammas, K._thresholds(), True, lanes, wsum)
+    K._lane_weights(starts, gammas, K._thresholds(), lanes, wsum)
     w = K.poisson_weights(700, 5, 105, ROOT)
     nib = np.concatenate([lanes & 15, lanes >> 4], axis=1).T  # lane r in byte r % 64, high nibble from 64
     np.testing.assert_array_equal(nib[:100], w)
     assert not nib[100:].any()
     np.testing.assert_array_equal(wsum, w.sum(axis=1))
-    byte = np.empty((700, K.LINE), dtype=np.uint8)
-    assert K._lane_weights(starts[:64], gammas[:64], K._thresholds(), False, byte, np.zeros(64))
-    np.testing.assert_array_equal(byte.T, w[:64])
 
 
-def test_csc_kernel_falls_back_to_bytes_when_a_weight_exceeds_15(monkeypatch):
-    # a weight above 15 has probability 1.3e-14: force the fallback by refusing nibbles
-    x = _sparse(1500, 40, 0.05, 5).tocsc()
-    ref, wref = K.poisson_sums_csc(x.indptr, x.indices, x.data, 1500, 0, 200, ROOT, runs=True, threads=1)
-    real = K._lane_weights_range
-    calls = []
-
-    def refuse(starts, gammas, t, nib, lanes, u0, u1, tot):
-        calls.append(nib)
-        return False if nib else real(starts, gammas, t, nib, lanes, u0, u1, tot)
-
-    monkeypatch.setattr(K, "_lane_weights_range", refuse)
-    got, wgot = K.poisson_sums_csc(x.indptr, x.indices, x.data, 1500, 0, 200, ROOT, runs=True, threads=1)
-    assert True in calls and False in calls
-    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
-    np.testing.assert_array_equal(wgot, wref)
+def test_every_weight_fits_a_nibble():
+    # the CSC kernel packs two weights per byte: the largest weight the thresholds allow is 12
+    assert len(K.poisson_thresholds()) == 12 < 16
+    t = K.poisson_thresholds()
+    assert K._quantile.py_func(np.uint32(2**32 - 1), t) == 12
 
 
 # ---------------------------------------------------------------- grouped / segment kernel

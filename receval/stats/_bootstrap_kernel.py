@@ -68,7 +68,7 @@ WIDE_LINES = 4  # cache lines per unit at most in the CSC kernel (512 replicates
 WIDE_LANES = 2 * LINE * WIDE_LINES
 LANE_BYTES_MAX = 256 << 20  # the CSC kernel's weight matrix (units x row bytes) stays below this
 PREFETCH = 16  # entries ahead whose weights the CSC kernel asks the CPU to load
-RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (20 * 3000 < 2^16)
+RUN_MAX = 3000  # entries of a run summed as 16-bit integers at most (15 * 3000 < 2^16)
 
 
 BITS = 32  # bits of the uniform each weight inverts: half of one 64-bit output
@@ -378,20 +378,19 @@ def _prefetch_at(typingctx, arr, row, col):
 
 
 @nb.njit(cache=True, nogil=True)
-def _lane_weights_range(starts, gammas, t, nib, lanes, u0, u1, tot):
+def _lane_weights_range(starts, gammas, t, lanes, u0, u1, tot):
     """Weights of replicates r < len(starts) of the units u0..u1-1 into their rows lanes[i].
 
-    A row holds L = lanes.shape[1] bytes (a multiple of 64: whole cache lines).
-    ``nib``: 4 bits per weight, replicate r in byte r % L, low nibble for r < L,
-    high nibble above (up to 2L replicates); returns False, leaving the rows
-    unusable, when some weight exceeds 15 (P = 1.3e-14 per draw). Otherwise one
-    byte per weight, replicate r in byte r (up to L). Unused lanes are 0 (their
-    stream stays at 0, and mix64(0) = 0 < T_0). Unit by unit, all replicates at
-    once (vectorised across replicates), so a row is written whole.
-    tot[r] += the replicate's weight total over the units (integers: exact).
+    A row holds L = lanes.shape[1] bytes (a multiple of 64: whole cache lines),
+    4 bits per weight (weights are at most 12): replicate r in byte r % L, low
+    nibble for r < L, high nibble above (up to 2L replicates). Unused lanes are
+    0 (their stream stays at 0, and mix64(0) = 0 < T_0). Unit by unit, all
+    replicates at once (vectorised across replicates), so a row is written
+    whole. tot[r] += the replicate's weight total over the units (integers:
+    exact).
     """
     width = lanes.shape[1]
-    nl = 2 * width if nib else width
+    nl = 2 * width
     m = len(starts)
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
@@ -420,40 +419,29 @@ def _lane_weights_range(starts, gammas, t, nib, lanes, u0, u1, tot):
         if tail:  # P = 1.0e-5 per weight: refine
             for r in range(m):
                 if c[r] == _FAST:
-                    w = _quantile(h[r], t)
-                    if nib and w > 15:
-                        return False
-                    c[r] = np.uint8(w)
+                    c[r] = np.uint8(_quantile(h[r], t))
         for r in range(nl):
             tot[r] += c[r]
         dst = lanes[i]
-        if nib:
-            for j in range(width):
-                dst[j] = c[j] | (c[j + width] << np.uint8(4))
-        else:
-            for j in range(width):
-                dst[j] = c[j]
-    return True
+        for j in range(width):
+            dst[j] = c[j] | (c[j + width] << np.uint8(4))
 
 
 @nb.njit(cache=True, nogil=True)
-def _lane_weights(starts, gammas, t, nib, lanes, wsum):
+def _lane_weights(starts, gammas, t, lanes, wsum):
     """Weights of replicates r < len(starts) of every unit i into the row lanes[i] (see
-    ``_lane_weights_range``); wsum[r] += the replicate's weight total. False: a weight above 15
-    under ``nib``."""
+    ``_lane_weights_range``); wsum[r] += the replicate's weight total."""
     tot = np.zeros(2 * lanes.shape[1], dtype=np.int64)
-    if not _lane_weights_range(starts, gammas, t, nib, lanes, 0, lanes.shape[0], tot):
-        return False
+    _lane_weights_range(starts, gammas, t, lanes, 0, lanes.shape[0], tot)
     for r in range(len(starts)):
         wsum[r] += tot[r]
-    return True
 
 
 @nb.njit(cache=True, nogil=True)
-def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
+def _csc_gather(lanes, colptr, rows, data, runs, out):
     """out[r, c] = sum over the entries p of column c of w_r(rows[p]) * data[p], for r < out.shape[0].
 
-    ``lanes``: a row of L bytes per unit (``_lane_weights``); ``colptr`` may be
+    ``lanes``: a row of L bytes (2L nibbles) per unit (``_lane_weights``); ``colptr`` may be
     a slice of a larger matrix's (absolute entry positions), ``out`` then the
     matching columns. ``runs=False``: each entry's product is added in entry
     order: the same products and additions as the CSR kernel's accumulation
@@ -465,7 +453,7 @@ def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
     share one pass over the entries.
     """
     width = lanes.shape[1]
-    nl = 2 * width if nib else width
+    nl = 2 * width
     acc = np.zeros(nl)
     ilo = np.zeros(width, dtype=np.uint16)
     ihi = np.zeros(width, dtype=np.uint16)
@@ -473,7 +461,7 @@ def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
     fhi = np.zeros(width)
     m = out.shape[0]
     nnz = len(rows)
-    run_max = RUN_MAX if runs else 1  # 15 (nibbles) or 20 times RUN_MAX fits in 16 bits
+    run_max = RUN_MAX if runs else 1  # 15 (a nibble) times RUN_MAX fits in 16 bits
     for c in range(len(colptr) - 1):
         for r in range(nl):
             acc[r] = 0.0
@@ -491,13 +479,9 @@ def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
                     for q in range(0, width, LINE):
                         _prefetch_at(lanes, ahead, q)
                 wi = lanes[rows[p]]
-                if nib:
-                    for j in range(width):
-                        ilo[j] += wi[j] & np.uint8(15)
-                        ihi[j] += wi[j] >> np.uint8(4)
-                else:
-                    for j in range(width):
-                        ilo[j] += wi[j]
+                for j in range(width):
+                    ilo[j] += wi[j] & np.uint8(15)
+                    ihi[j] += wi[j] >> np.uint8(4)
                 p += 1
                 if p >= stop or not (data[p] == v):
                     break
@@ -511,9 +495,7 @@ def _csc_gather(lanes, nib, colptr, rows, data, runs, out):
                     fhi[j] = np.float64(ihi[j]) * v if ihi[j] != 0 else 0.0
             for j in range(width):
                 acc[j] += flo[j]
-            if nib:
-                for j in range(width):
-                    acc[width + j] += fhi[j]
+                acc[width + j] += fhi[j]
         for r in range(m):
             out[r, c] = acc[r]
 
@@ -950,27 +932,21 @@ def poisson_sums_csc(
     c_cut = np.maximum.accumulate(np.minimum(c_cut, n_cols))
     lanes = np.empty((n, width), dtype=np.uint8)
 
-    def weights(lo: int, hi: int, nib: bool, width_: int) -> bool:
-        """Rows of replicates lo..hi-1 (in ``lanes[:, :width_]``); adds their totals to wsum."""
-        view = lanes[:, :width_] if width_ != width else lanes
-        tots = [np.zeros(2 * width_, dtype=np.int64) for _ in range(threads)]
+    def weights(lo: int, hi: int) -> None:
+        """Rows of replicates lo..hi-1; adds their totals to wsum."""
+        tots = [np.zeros(2 * width, dtype=np.int64) for _ in range(threads)]
 
-        def part(k: int) -> bool:
-            return bool(_lane_weights_range(starts[lo:hi], gammas[lo:hi], t, nib, view,
-                                            int(u_cut[k]), int(u_cut[k + 1]), tots[k]))
+        def part(k: int) -> None:
+            _lane_weights_range(starts[lo:hi], gammas[lo:hi], t, lanes, int(u_cut[k]), int(u_cut[k + 1]), tots[k])
 
-        ok = all(_map(part, threads))
-        if ok:
-            wsum[lo:hi] += np.sum(tots, axis=0)[: hi - lo]
-        return ok
+        _map(part, threads)
+        wsum[lo:hi] += np.sum(tots, axis=0)[: hi - lo]
 
-    def gather(lo: int, hi: int, nib: bool, width_: int) -> None:
-        view = lanes[:, :width_] if width_ != width else lanes
-
+    def gather(lo: int, hi: int) -> None:
         def part(k: int) -> None:
             c0, c1 = int(c_cut[k]), int(c_cut[k + 1])
             if c1 > c0:
-                _csc_gather(view, nib, colptr[c0 : c1 + 1], rows, data, runs, out[lo:hi, c0:c1])
+                _csc_gather(lanes, colptr[c0 : c1 + 1], rows, data, runs, out[lo:hi, c0:c1])
 
         _map(part, threads)
 
@@ -980,15 +956,10 @@ def poisson_sums_csc(
         return list(pool.map(fn, range(k))) if pool is not None else [fn(i) for i in range(k)]
 
     try:
-        for lo in range(0, nb_, 2 * width):
+        for lo in range(0, nb_, 2 * width):  # 2L replicates per pass: two nibbles per byte
             hi = min(lo + 2 * width, nb_)
-            if weights(lo, hi, True, width):
-                gather(lo, hi, True, width)
-                continue
-            for a in range(lo, hi, width):  # a weight above 15 (about once in 10^14 draws): bytes
-                b = min(a + width, hi)
-                weights(a, b, False, width)
-                gather(a, b, False, width)
+            weights(lo, hi)
+            gather(lo, hi)
     finally:
         if pool is not None:
             pool.shutdown()
