@@ -182,6 +182,20 @@ def test_weights_are_uncorrelated_across_units_and_replicates():
     assert abs(z.mean()) < limit
 
 
+def test_the_two_units_of_one_output_are_independent():
+    # units 2j and 2j + 1 read the low and high halves of one 64-bit output: their weights must be
+    # independent Poisson(1) pairs (chi-square test of the joint table against the product of PMFs)
+    w = K.poisson_weights(100_000, 0, 100, ROOT).astype(np.int64)  # 5e6 pairs
+    a, b = np.minimum(w[:, 0::2], 3).ravel(), np.minimum(w[:, 1::2], 3).ravel()
+    observed = np.bincount(4 * a + b, minlength=16).reshape(4, 4)
+    p = np.array(PMF[:3] + [1 - sum(PMF[:3])])
+    expected = a.size * np.outer(p, p)
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    assert chi2 < 37.7  # 99.9% quantile of chi2(15)
+    za, zb = w[:, 0::2] - 1.0, w[:, 1::2] - 1.0
+    assert abs((za * zb).mean()) < 5 / math.sqrt(za.size)
+
+
 def test_bootstrap_se_matches_the_analytic_se_of_a_mean():
     rng = np.random.default_rng(6)
     x = rng.exponential(size=100_000)
