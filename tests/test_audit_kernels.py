@@ -224,6 +224,55 @@ def test_compiled_gini_equals_sorting():
     np.testing.assert_array_equal(K.gini_rows(x, 1000, threads=3), K.gini_rows(x, 1000, threads=1))
 
 
+def _gini_numerator_runs(row, n_total, mult=None):
+    """The kernel's numerator, step by step in Python: positive values sorted (stable), runs of equal
+    values adding v * h * (2s + h - n) in ascending order (the same additions, bit for bit)."""
+    mult = np.ones(len(row)) if mult is None else mult
+    keep = (row > 0) & (mult > 0)
+    n = float(n_total)
+    before = n
+    if (mult == 1).all():
+        before -= int(keep.sum())
+    else:
+        for mu in mult[keep]:
+            before -= mu
+    order = np.argsort(row[keep], kind="stable")
+    v, mu = row[keep][order], mult[keep][order]
+    acc, pos, p = 0.0, before, 0
+    while p < len(v):
+        h, value = 0.0, v[p]
+        while p < len(v) and v[p] == value:
+            h += mu[p]
+            p += 1
+        acc += value * h * (2.0 * pos + h - n)
+        pos += h
+    return acc
+
+
+def test_gini_buckets_follow_skewed_values_exactly():
+    """The bucket map adapts to the values; whatever the skew, the numerators are those of a plain sort."""
+    rng = np.random.default_rng(21)
+    c = 3000
+    x = np.zeros((9, c))
+    x[0] = rng.poisson(2e5 / (np.arange(c) + 10.0)) * rng.choice([0.5, 1 / np.log2(3), 0.43], c)  # long tail
+    x[1] = np.where(rng.random(c) < 0.5, 5e-324 * rng.integers(1, 9, c), rng.exponential(size=c))  # subnormals
+    x[2] = np.exp(rng.normal(0, 30, c))  # spans hundreds of binades
+    x[2, :5] = [1e300, 1e-300, 1e300, 2.5, 2.5]
+    x[3] = rng.integers(0, 4, c).astype(np.float64)  # few distinct values, many ties
+    x[4] = 1.0 + rng.integers(0, 1 << 20, c) * 2.0**-52  # adjacent doubles: one coarse cell
+    x[5, 7] = 3.0  # a single positive value
+    x[6] = x[0] * (rng.random(c) < 0.01)
+    x[7] = 1.0 + np.arange(c) * 1e-12  # distinct values in one cell
+    x[7, 0] = 1e300  # ... and one outlier: every other value in one bucket, the sort takes over
+    x[8] = rng.permutation(x[0])
+    mult = rng.integers(0, 4, c).astype(np.float64)
+    for m, n_total in ((None, 4000), (mult, 9000)):
+        num = np.zeros(len(x))
+        K._gini_numerators(x, n_total, np.ones(c) if m is None else m, m is None, num)
+        expected = np.array([_gini_numerator_runs(r, n_total, m) for r in x])
+        np.testing.assert_array_equal(num, expected)
+
+
 def test_gini_of_rows_uses_the_kernel_for_large_inputs(monkeypatch):
     from receval.metrics import beyond
 

@@ -551,30 +551,39 @@ def _insertion_sort(srt, smul, m, unit, budget):
     return True
 
 
+GINI_CELLS = 1 << 10  # coarse cells of the Gini kernel's two-level bucket map (8 KB of counts: in L1)
+
+
 @nb.njit(cache=True, nogil=True)
 def _gini_numerators(x, n_total, mult, unit, out):
     """out[i] = sum_k (2k - n - 1) x_(k) over row i of x, each column standing for mult[c] items
     (``unit``: one item each, mult unread), padded with zeros to n = n_total items; x >= 0.
 
-    The row's positive values are sorted by a bucket pass on their bit patterns
-    (order-preserving for non-negative doubles; about one bucket per value,
-    spaced geometrically), then by an insertion pass (equal values do not move),
-    replaced by a full sort when it would move values more than 16 times per
-    value. A run of equal values holding
-    h items at positions s+1..s+h adds v * h * (2s + h - n) (ties need no order).
+    The row's m positive values are sorted by a bucket pass on their bit patterns
+    (order-preserving for non-negative doubles), then by an insertion pass (equal
+    values do not move), replaced by a full sort when it would move values more
+    than 16 times per value. The m buckets follow the values' distribution: the
+    span of bit patterns is cut into GINI_CELLS equal cells, a cell holding c
+    values gets c buckets of equal width, so that buckets hold about one value
+    each however skewed the values are (exposures of a long-tailed catalog crowd
+    into a few binades). The bucket of a value is a non-decreasing function of
+    it, so the buckets are in order and only the sort's speed depends on them.
+    A run of equal values holding h items at positions s+1..s+h adds
+    v * h * (2s + h - n) (ties need no order), runs taken in ascending order.
     """
     b, c = x.shape
     n = float(n_total)
     vals = np.empty(c)
     mul = np.ones(c)
-    keys = np.empty(c, dtype=np.int64)
+    cell = np.empty(c, dtype=np.int32)
+    keys = np.empty(c, dtype=np.int32)
     srt = np.empty(c)
     smul = np.ones(c)
-    bits = 1
-    while (1 << bits) < c:
-        bits += 1
-    nbk = 1 << min(bits, 17)
-    cnt = np.zeros(nbk + 1, dtype=np.int64)
+    nc = GINI_CELLS
+    ccnt = np.zeros(nc, dtype=np.int64)
+    base = np.zeros(nc, dtype=np.int64)
+    ratio = np.zeros(nc)
+    cnt = np.zeros(c + 1, dtype=np.int32)
     for i in range(b):
         row = x[i]
         m = 0
@@ -600,14 +609,30 @@ def _gini_numerators(x, n_total, mult, unit, out):
         lob = np.array([lo]).view(np.int64)[0]
         span = np.array([hi]).view(np.int64)[0] - lob
         shift = 0
-        while (span >> shift) >= nbk:
+        while (span >> shift) >= nc:
             shift += 1
-        cnt[:] = 0
+        # coarse cells, then ccnt[k] buckets of equal width in cell k (m buckets in all)
+        ccnt[:] = 0
         for j in range(m):
-            key = (vb[j] - lob) >> shift
+            k = (vb[j] - lob) >> shift
+            cell[j] = k
+            ccnt[k] += 1
+        width = 2.0**shift
+        tot = 0
+        for k in range(nc):
+            base[k] = tot
+            ratio[k] = ccnt[k] / width
+            tot += ccnt[k]
+        cnt[: m + 1] = 0
+        for j in range(m):
+            k = cell[j]
+            f = np.int64(np.float64((vb[j] - lob) - (np.int64(k) << shift)) * ratio[k])
+            if f >= ccnt[k]:  # rounding at the cell's top
+                f = ccnt[k] - 1
+            key = base[k] + f
             keys[j] = key
             cnt[key + 1] += 1
-        for key in range(nbk):
+        for key in range(m):
             cnt[key + 1] += cnt[key]
         for j in range(m):
             d = cnt[keys[j]]
