@@ -756,6 +756,38 @@ def _dense(key: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- statistics engine
 
 
+class _Background:
+    """One function call on a thread of its own (e.g. Python work while compiled kernels, which
+    release the GIL, run on this one); ``result()`` waits for it and re-raises its error."""
+
+    def __init__(self) -> None:
+        self._thread: Any = None
+        self._out: Any = None
+        self._error: BaseException | None = None
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> None:
+        import threading
+
+        def run() -> None:
+            try:
+                self._out = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="receval-background", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+
 @dataclass
 class _Spec:
     """A metric as column sums of the unit statistics: value = finish(sums[:, cols])."""
@@ -922,8 +954,9 @@ class _Stats:
 
 
 def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], *, n_boot: int, level: float,
-            seed: int | None, min_group_size: int) -> _Stats:
-    """Point values per partition and metric, and bootstrap replicates of the groups that need them."""
+            seed: int | None, min_group_size: int, on_totals: Callable[[np.ndarray], Any] | None = None) -> _Stats:
+    """Point values per partition and metric, and bootstrap replicates of the groups that need them.
+    ``on_totals(cell_tot)`` is called once the cell totals are known, before the replicates."""
     import scipy.sparse as sp
 
     from receval.stats.bootstrap import _check
@@ -950,6 +983,8 @@ def _engine(x: Any, cells: _Cells, parts: list[_Partition], specs: list[_Spec], 
         points.append(per)
     with np.errstate(invalid="ignore", divide="ignore"):
         overall = {s.metric: float(s.finish(overall_tot[:, s.cols])[0]) for s in specs}
+    if on_totals is not None:
+        on_totals(cell_tot)
 
     # replicates: every group large enough to be reported (and any reference) of
     # every partition, all from one set of unit weights
@@ -1046,49 +1081,57 @@ def _recentre(reps: np.ndarray, estimate: np.ndarray) -> None:
 # --------------------------------------------------------------------------- assembling results
 
 
-def _metric_frame_values(part: _Partition, specs: list[_Spec], cell_tot: np.ndarray
-                         ) -> dict[str, tuple[np.ndarray, float]]:
-    """Per metric, the group values and the overall value from fairlearn's MetricFrame.
+def _metric_frame_values(parts: list[_Partition], specs: list[_Spec], cell_tot: np.ndarray
+                         ) -> list[dict[str, tuple[np.ndarray, float]]]:
+    """Per partition and metric, the group values and the overall value from fairlearn's MetricFrame
+    ({} for a partition of more than METRIC_FRAME_MAX_GROUPS groups).
 
     MetricFrame receives the per-unit rows grouped into cells (units sharing
     every sensitive value): one row per cell, weighted by its number of units
-    with a value (``sample_weight``), so a group's weighted mean over its cells
-    is the mean over its units, with thousands of times fewer rows to group.
-    One frame serves every metric: ``y_true`` is the cell's row number and each
-    metric function reads its own cell means and weights.
+    with a value, so a group's weighted mean over its cells is the mean over its
+    units, with thousands of times fewer rows to group. One frame serves every
+    attribute and intersection and every metric: the cells' rows are repeated
+    once per partition, the partition is the control feature and the cell's
+    group (its index in the partition) the sensitive feature, so ``by_group``
+    holds every (partition, group) and ``overall`` each partition's value over
+    all its cells. ``y_true`` is the cell's number; each metric function reads
+    its own cell means and weights (units with a value) by that number.
     """
     import pandas as pd
     from fairlearn.metrics import MetricFrame
 
-    n_cells = len(part.cell_group)
-    functions, params, means = {}, {}, {}
+    chosen = [i for i, p in enumerate(parts) if len(p.names) <= METRIC_FRAME_MAX_GROUPS]
+    out: list[dict[str, tuple[np.ndarray, float]]] = [{} for _ in parts]
+    if not chosen:
+        return out
+    n_cells = cell_tot.shape[0]
+    functions = {}
     for spec in specs:
         count = cell_tot[:, spec.cols[1]]
         with np.errstate(invalid="ignore", divide="ignore"):
-            means[spec.metric] = np.where(count > 0, cell_tot[:, spec.cols[0]] / count, 0.0)
-        functions[spec.metric] = _cell_mean(means[spec.metric])
-        params[spec.metric] = {"sample_weight": count}
-    features = pd.DataFrame({c: [part.names[g][j] for g in part.cell_group] for j, c in enumerate(part.columns)})
-    frame = MetricFrame(metrics=functions, y_true=np.arange(n_cells), y_pred=np.zeros(n_cells),
-                        sensitive_features=features, sample_params=params)
-    index = {name: i for i, name in enumerate(part.names)}
-    out = {}
+            functions[spec.metric] = _cell_mean(np.where(count > 0, cell_tot[:, spec.cols[0]] / count, 0.0), count)
+    cells = np.tile(np.arange(n_cells), len(chosen))
+    frame = MetricFrame(metrics=functions, y_true=cells, y_pred=np.zeros(len(cells)),
+                        sensitive_features=pd.DataFrame({"group": np.concatenate([parts[i].cell_group for i in chosen])}),
+                        control_features=pd.DataFrame({"partition": np.repeat(np.arange(len(chosen)), n_cells)}))
     for spec in specs:
-        values = np.full(len(part.names), np.nan)
-        for k, v in frame.by_group[spec.metric].items():
-            g = index.get(k if isinstance(k, tuple) else (k,))
-            if g is not None:  # by_group also lists empty combinations of several features (NaN)
-                values[g] = float(v)
-        out[spec.metric] = (values, float(frame.overall[spec.metric]))
+        values = [np.full(len(parts[i].names), np.nan) for i in chosen]
+        for (c, g), v in frame.by_group[spec.metric].items():
+            if g < len(values[c]):  # by_group lists every (partition, group) pair, NaN where absent
+                values[c][g] = float(v)
+        overall = frame.overall[spec.metric]
+        for c, i in enumerate(chosen):
+            out[i][spec.metric] = (values[c], float(overall[c]))
     return out
 
 
-def _cell_mean(mean: np.ndarray) -> Callable[..., float]:
-    def metric(cells: Any, _: Any, sample_weight: np.ndarray) -> float:
-        w = np.asarray(sample_weight, dtype=np.float64)
+def _cell_mean(mean: np.ndarray, weight: np.ndarray) -> Callable[..., float]:
+    def metric(cells: Any, _: Any) -> float:
+        idx = np.asarray(cells)
+        w = weight[idx]
         total = w.sum()
         # a group whose units have no value for this metric has no value
-        return float(np.dot(mean[np.asarray(cells)], w) / total) if total > 0 else math.nan
+        return float(np.dot(mean[idx], w) / total) if total > 0 else math.nan
 
     return metric
 
@@ -1415,10 +1458,16 @@ def disparity_audit(
 
     cells, parts = _groups(units.attrs, sensitive, crossed, missing, units.ids, unit, units.sources)
     _check_reference(reference, parts)
-    st = _engine(x, cells, parts, specs, n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size)
-    # the reported group values come from fairlearn's MetricFrame (see _metric_frame_values)
-    engine_values = [_metric_frame_values(part, specs, st.cell_tot) if len(part.names) <= METRIC_FRAME_MAX_GROUPS
-                     else {} for part in parts]
+    # the reported group values come from fairlearn's MetricFrame (see _metric_frame_values), which
+    # runs from the cell totals while the bootstrap's compiled kernel draws the replicates
+    fairlearn = _Background()
+    try:
+        st = _engine(x, cells, parts, specs, n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size,
+                     on_totals=lambda cell_tot: fairlearn.start(_metric_frame_values, parts, specs, cell_tot))
+    except BaseException:
+        fairlearn.join()
+        raise
+    engine_values = fairlearn.result()
     overall_est, attrs = _assemble(parts, specs, st, engine_values=engine_values, reference=reference, tolerance=tol,
                                    difference_tolerance=difference_tolerance, level=level, n_boot=n_boot,
                                    min_group_size=min_group_size)

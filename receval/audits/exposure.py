@@ -358,7 +358,7 @@ def _awrf(a_csr: Any, r_csr: Any, fixed_target: np.ndarray | None) -> tuple[np.n
 
 def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.ndarray, rank: np.ndarray | None,
                  cat_g: np.ndarray, rel: tuple[np.ndarray, np.ndarray, np.ndarray] | None, n_groups: int,
-                 dense: np.ndarray, n_req: int) -> tuple[Any, tuple]:
+                 dense: np.ndarray, n_req: int, item_rows: np.ndarray | None = None) -> tuple[Any, tuple]:
     """The exposure audit's statistics as one ColumnRuns matrix, and how to read its column sums.
 
     Columns: one per item shown (its exposure, items ordered by group, so that A
@@ -366,12 +366,15 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
     dense per-request columns (AWRF numerator and indicator, EE-L, EE-D, EE-R)
     and ones. Entries of an item column are stored by value (``rank`` given:
     the value is a function of the rank), units ascending within a value: the
-    fused kernel adds a run's weights as integers.
+    fused kernel adds a run's weights as integers. ``item_rows``: the rows of each catalog
+    item (np.bincount(item_pos)), when the caller has them.
     """
     from receval.audits._rank import stable_order
     from receval.stats.bootstrap import ColumnRuns
 
-    shown = np.flatnonzero(np.bincount(item_pos, minlength=len(cat_g)))
+    if item_rows is None:
+        item_rows = np.bincount(item_pos, minlength=len(cat_g))
+    shown = np.flatnonzero(item_rows)
     by_group = shown[np.argsort(cat_g[shown], kind="stable")]
     n_shown = len(shown)
     col_of_pos = np.full(len(cat_g), -1, dtype=np.int64)
@@ -587,7 +590,8 @@ def exposure_audit(
             by_rank = False
 
     val = att / ns  # a row's exposure: its attention, averaged over the request's samples
-    n_shown_g = _distinct_per_group(item_pos, cat_g, n_groups)
+    item_rows = np.bincount(item_pos, minlength=n_catalog)  # rows showing each catalog item
+    n_shown_g = _distinct_per_group(item_pos, cat_g, n_groups, item_rows)
     if lab is not None:
         lq = lab.filter(pl.col("gain") > 0)
         r_q, r_g, r_v = lq["__q"].to_numpy(), lq["__g"].to_numpy(), lq["gain"].to_numpy()
@@ -674,7 +678,7 @@ def exposure_audit(
         # items' exposures (A is their sum per group), R, AWRF, EE and a column of ones
         container, layout = _column_runs(q, item_pos, g, val, rank_np if by_rank and ns_q.max() == 1 else None,
                                          cat_g, (r_q, r_g, r_v) if lab is not None else None, n_groups,
-                                         np.column_stack([awrf_q, awrf_ok, ee[:, :3]]), n_req)
+                                         np.column_stack([awrf_q, awrf_ok, ee[:, :3]]), n_req, item_rows)
         m_stats = gini_src = awrf_src = ee_src = container
         to_groups, gini_cols, awrf_cols, ee_cols, ones_col = layout
     else:
@@ -688,7 +692,7 @@ def exposure_audit(
             m_stats = sp.hstack([a_csr, r_csr, sp.csr_matrix(ones)], format="csr")
         else:
             m_stats = np.hstack([a_csr.toarray(), r_csr.toarray(), ones])
-        col_of_pos = np.cumsum(np.bincount(item_pos, minlength=n_catalog) > 0) - 1  # items shown, in catalog order
+        col_of_pos = np.cumsum(item_rows > 0) - 1  # items shown, in catalog order
         gini_src = sp.csr_matrix((val, (q, col_of_pos[item_pos])), shape=(n_req, n_shown))
         gini_src.sum_duplicates()
         awrf_src = np.column_stack([awrf_q, awrf_ok.astype(np.float64)])
@@ -763,9 +767,10 @@ def _n_req_w(s: np.ndarray) -> np.ndarray:
     return s[:, 3]
 
 
-def _distinct_per_group(item_pos: np.ndarray, cat_g: np.ndarray, n_groups: int) -> np.ndarray:
-    """Catalog items of each group shown at least once."""
-    shown = np.bincount(item_pos, minlength=len(cat_g)) > 0
+def _distinct_per_group(item_pos: np.ndarray, cat_g: np.ndarray, n_groups: int,
+                        item_rows: np.ndarray | None = None) -> np.ndarray:
+    """Catalog items of each group shown at least once (``item_rows``: np.bincount(item_pos), if known)."""
+    shown = (np.bincount(item_pos, minlength=len(cat_g)) if item_rows is None else item_rows) > 0
     return np.bincount(cat_g[shown], minlength=n_groups)
 
 
