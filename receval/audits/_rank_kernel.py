@@ -82,7 +82,7 @@ def order_within(starts, blocks, score, rows, rank, tie):
     return n_ties
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def counting_scatter(keys, n_keys, a, b, out_a, out_b):
     """out_a[p], out_b[p] = a[i], b[i] for i at its place p in the stable order of ``keys`` (integers
     in [0, n_keys)): ``a[counting_order(keys)]`` without the order array; returns each key's count."""
@@ -117,7 +117,7 @@ def counting_order(keys, n_keys):
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def exposure_per_request(starts, g, val, target, n_groups, awrf, ok, n_requests_g):
     """One pass over the rows of each request (rows starts[q]..starts[q+1]-1, group g, exposure val):
     AWRF = 1 - JSD(exposure distribution over groups, target) and whether it is defined (positive
@@ -170,7 +170,7 @@ def exposure_per_request(starts, g, val, target, n_groups, awrf, ok, n_requests_
         awrf[q] = 1.0 - jsd
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def expected_exposure_lists(starts, w, rank, cum, out):
     """EE-L, EE-D, EE-R and 1 per request when each request is one list without labels: every row is
     an item of grade 0, one tier of L_q items with target (W(min(L_q, cap_q)) - W(0)) / L_q."""

@@ -137,6 +137,47 @@ def bootstrap_estimates(
     return out, method
 
 
+class Background:
+    """One function call on a thread of its own, e.g. Python or numpy work while compiled kernels that
+    release the GIL run on the calling thread (or the other way round); ``result()`` waits for it and
+    re-raises its error. The numbers never depend on it: only when the work runs."""
+
+    def __init__(self) -> None:
+        self._thread: Any = None
+        self._out: Any = None
+        self._error: BaseException | None = None
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> Background:
+        import threading
+
+        def run() -> None:
+            try:
+                self._out = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="receval-background", daemon=True)
+        self._thread.start()
+        return self
+
+    @classmethod
+    def done(cls, value: Any) -> Background:
+        """A result computed already (no thread)."""
+        out = cls()
+        out._out = value
+        return out
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+
 # --------------------------------------------------------------------------- rows
 
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from receval.audits._result import Background
 from receval.audits.exposure import MISSING_GROUP, Estimate, _num
 from receval.audits.popularity import ALL_GROUP
 from receval.errors import InputError, UsageError, Violation
@@ -756,38 +757,6 @@ def _dense(key: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- statistics engine
 
 
-class _Background:
-    """One function call on a thread of its own (e.g. Python work while compiled kernels, which
-    release the GIL, run on this one); ``result()`` waits for it and re-raises its error."""
-
-    def __init__(self) -> None:
-        self._thread: Any = None
-        self._out: Any = None
-        self._error: BaseException | None = None
-
-    def start(self, fn: Callable[..., Any], *args: Any) -> None:
-        import threading
-
-        def run() -> None:
-            try:
-                self._out = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="receval-background", daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self) -> Any:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._out
-
-
 @dataclass
 class _Spec:
     """A metric as column sums of the unit statistics: value = finish(sums[:, cols])."""
@@ -1460,7 +1429,7 @@ def disparity_audit(
     _check_reference(reference, parts)
     # the reported group values come from fairlearn's MetricFrame (see _metric_frame_values), which
     # runs from the cell totals while the bootstrap's compiled kernel draws the replicates
-    fairlearn = _Background()
+    fairlearn = Background()
     try:
         st = _engine(x, cells, parts, specs, n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size,
                      on_totals=lambda cell_tot: fairlearn.start(_metric_frame_values, parts, specs, cell_tot))

@@ -38,6 +38,7 @@ import numpy as np
 
 from receval.audits._result import (
     MISSING_GROUP,
+    Background,
     Estimate,
     _num,  # noqa: F401  (re-exported: other audits import it from here)
     _Stat,
@@ -358,7 +359,7 @@ def _awrf(a_csr: Any, r_csr: Any, fixed_target: np.ndarray | None) -> tuple[np.n
 
 def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.ndarray, rank: np.ndarray | None,
                  cat_g: np.ndarray, rel: tuple[np.ndarray, np.ndarray, np.ndarray] | None, n_groups: int,
-                 dense: np.ndarray, n_req: int, item_rows: np.ndarray | None = None) -> tuple[Any, tuple]:
+                 dense: Any, n_req: int, item_rows: np.ndarray | None = None) -> tuple[Any, tuple]:
     """The exposure audit's statistics as one ColumnRuns matrix, and how to read its column sums.
 
     Columns: one per item shown (its exposure, items ordered by group, so that A
@@ -366,8 +367,10 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
     dense per-request columns (AWRF numerator and indicator, EE-L, EE-D, EE-R)
     and ones. Entries of an item column are stored by value (``rank`` given:
     the value is a function of the rank), units ascending within a value: the
-    fused kernel adds a run's weights as integers. ``item_rows``: the rows of each catalog
-    item (np.bincount(item_pos)), when the caller has them.
+    fused kernel adds a run's weights as integers. ``dense``: the (requests x 5)
+    per-request columns, or a function returning them (called once the item columns
+    are placed). ``item_rows``: the rows of each catalog item (np.bincount(item_pos)),
+    when the caller has them.
     """
     from receval.audits._rank import stable_order
     from receval.stats.bootstrap import ColumnRuns
@@ -389,7 +392,7 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
     # rows are in request order: a stable sort by (column, value) leaves units ascending within a run
     key = col * n_vid + vid
     n_keys = n_shown * n_vid
-    k = dense.shape[1]
+    k = 5  # dense columns
     n_rel = len(rel[0]) if rel is not None else 0
     n_item_entries = len(key)
     total = n_item_entries + n_rel + (k + 1) * n_req
@@ -414,6 +417,10 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
         counts.append(np.bincount(r_g, minlength=n_groups))
         at += n_rel
     unit = np.arange(n_req)
+    if callable(dense):
+        dense = dense()
+    if dense.shape != (n_req, k):  # pragma: no cover - caller and layout out of sync
+        raise ValueError(f"dense columns of shape {dense.shape}, expected {(n_req, k)}")
     for j in range(k + 1):
         rows[at : at + n_req] = unit
         data[at : at + n_req] = dense[:, j] if j < k else 1.0
@@ -618,21 +625,30 @@ def exposure_audit(
     # ---- per (request, group) exposure, sparse (a request touches at most k groups), and AWRF
     # (the compiled pass by size alone, so that an input always takes the same path: its
     # logarithms and additions differ from numpy's in the last bits)
+    # ---- and expected exposure. Compiled: on a thread of its own while this one builds the
+    # statistics matrix below (``per_request.result()``: the EE columns, once AWRF is written)
     kern = _kernels(len(q), loaded_ok=False)
     a_csr = None
+
+    def expected() -> np.ndarray:
+        return _expected_exposure(frame, lab, browsing, patience, n_req, w=val if by_rank else None)
+
     if kern is not None and not merit:  # one compiled pass over each request's rows
         q_starts = np.r_[np.flatnonzero(np.r_[True, q[1:] != q[:-1]]), len(q)]
         awrf_q, awrf_ok = np.empty(n_req), np.empty(n_req, dtype=bool)
         n_requests_g = np.zeros(n_groups, dtype=np.int64)
-        kern.exposure_per_request(q_starts, g, val, np.asarray(fixed_target, dtype=np.float64), n_groups,
-                                  awrf_q, awrf_ok, n_requests_g)
+
+        def awrf_and_ee() -> np.ndarray:
+            kern.exposure_per_request(q_starts, g, val, np.asarray(fixed_target, dtype=np.float64), n_groups,
+                                      awrf_q, awrf_ok, n_requests_g)
+            return expected()
+
+        per_request = Background().start(awrf_and_ee)
     else:
         a_csr = _request_groups(q, g, val, n_req, n_groups)
         n_requests_g = np.bincount(a_csr.indices, minlength=n_groups)
         awrf_q, awrf_ok = _awrf(a_csr, r_csr if merit else None, fixed_target)
-
-    # ---- expected exposure
-    ee = _expected_exposure(frame, lab, browsing, patience, n_req, w=val if by_rank else None)
+        per_request = Background.done(expected())
 
     # ---- statistics. Group quantities are functions of the column sums of [A | R | 1]
     # (A, R: exposure, relevance per request and group); the Gini reads the column
@@ -678,7 +694,8 @@ def exposure_audit(
         # items' exposures (A is their sum per group), R, AWRF, EE and a column of ones
         container, layout = _column_runs(q, item_pos, g, val, rank_np if by_rank and ns_q.max() == 1 else None,
                                          cat_g, (r_q, r_g, r_v) if lab is not None else None, n_groups,
-                                         np.column_stack([awrf_q, awrf_ok, ee[:, :3]]), n_req, item_rows)
+                                         lambda: np.column_stack([awrf_q, awrf_ok, per_request.result()[:, :3]]),
+                                         n_req, item_rows)
         m_stats = gini_src = awrf_src = ee_src = container
         to_groups, gini_cols, awrf_cols, ee_cols, ones_col = layout
     else:
@@ -696,13 +713,14 @@ def exposure_audit(
         gini_src = sp.csr_matrix((val, (q, col_of_pos[item_pos])), shape=(n_req, n_shown))
         gini_src.sum_duplicates()
         awrf_src = np.column_stack([awrf_q, awrf_ok.astype(np.float64)])
-        ee_src = ee
+        ee_src = per_request.result()
 
         def to_groups(s: np.ndarray) -> np.ndarray:
             return s
 
         gini_cols, awrf_cols, ee_cols, ones_col = slice(None), (0, 1), (0, 1, 2), 3
 
+    per_request.join()  # AWRF and the requests per group are written
     stats: list[_Stat] = []
     keys: list[tuple[str, int]] = []
     for name in GROUP_FIELDS:
