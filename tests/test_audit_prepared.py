@@ -142,6 +142,32 @@ def test_bad_runs_fail_at_prepare_as_in_the_audits():
         prepare(dup)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_repeated_items_fail_at_prepare_as_in_the_audits(monkeypatch, compiled):
+    """prepare checks repeated items while it ranks (on a thread): the same error, and only when the
+    checks before it pass, as in the audits."""
+    from receval.audits import _rank
+
+    if compiled:
+        monkeypatch.setattr(_rank, "COMPILED_MIN_ROWS", 0)  # the hash check and ranking kernels
+    run, _, catalog, _, _ = _data(7)
+    dup = pl.concat([run, run.head(3), run.tail(2)])
+    with pytest.raises(InputError) as first:
+        prepare(dup, k=3)
+    assert first.value.violations[0].column == "item_id" and first.value.violations[0].n_rows == 10  # both copies
+    for bad in (dup, dup.with_columns(score=pl.when(pl.col("request_id") == 3).then(None).otherwise(pl.col("score")))):
+        with pytest.raises(InputError) as direct:
+            exposure_audit(bad, catalog, group_column="provider")
+        with pytest.raises(InputError) as pop:
+            popularity_bias_audit(bad, catalog, k=3)
+        with pytest.raises(InputError) as prepared:
+            prepare(bad, k=3)
+        assert str(direct.value) == str(prepared.value) == str(pop.value)
+        assert [(v.column, v.rule, v.n_rows) for v in prepared.value.violations] == \
+            [(v.column, v.rule, v.n_rows) for v in direct.value.violations]
+    assert prepared.value.violations[0].column == "score"  # the null score first, as in the audits
+
+
 def test_gate_runs_exposure_and_popularity_on_one_prepared_run(tmp_path, monkeypatch):
     from receval.gate import load_config, runner
 

@@ -41,6 +41,7 @@ from receval.audits._result import (  # noqa: F401  (Estimate, _Stat, _Audit, Au
     MISSING_GROUP,
     USER_ROW_HEAD,
     AuditRow,
+    Background,
     Estimate,
     UserRow,
     _Audit,
@@ -457,11 +458,18 @@ def popularity_bias_audit(
         in_hist = slots.join(hj, on=["__u", "item_id"], how="left", maintain_order="left")["__h"].fill_null(0.0)
         in_hist = in_hist.to_numpy()
 
-    mat, n_relevant, n_relevant_in_history = _request_matrix(
-        frame, requests, cat, lab, n_head=n_head, n_tail=n_tail, hist=hist, uq=uq, in_hist=in_hist, h_head=h_head,
-        h_tail=h_tail, exclude_history=exclude_history)
+    # the user groups' table is read and matched on a thread while the request matrix is built; its
+    # errors come after the matrix's, as when the two ran in turn
+    group_codes = Background().start(_user_group_codes, requests, user_groups, group_column)
+    try:
+        mat, n_relevant, n_relevant_in_history = _request_matrix(
+            frame, requests, cat, lab, n_head=n_head, n_tail=n_tail, hist=hist, uq=uq, in_hist=in_hist,
+            h_head=h_head, h_tail=h_tail, exclude_history=exclude_history)
+    except BaseException:
+        group_codes.join()
+        raise
     finishes = _finishes(lab is not None)
-    codes, names = _user_group_codes(requests, user_groups, group_column)
+    codes, names = group_codes.result()
     overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
                                     n_boot=n_boot, level=level, seed=seed, fold=("pop_rsp", "pop_reo"))
     lift = None
