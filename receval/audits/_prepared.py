@@ -120,22 +120,13 @@ def prepare(run: Any, *, k: int | None = None) -> PreparedRun:
     UsageError : bad ``k``.  InputError : bad data (as the audits raise it).
     """
     from receval.audits._rank import rank_rows
-    from receval.audits._result import Background, check_k
-    from receval.audits.exposure import _check_repeats, _run_frame
+    from receval.audits._result import check_k
+    from receval.audits.exposure import _run_frame
 
     check_k(k)
     raw = _load(run)
     sampled = isinstance(raw, list) or "sample_id" in raw.columns
-    frame = _run_frame(raw, repeats=False)  # request_id, item_id, score (Float64), sample_id
-    # the check for items repeated within a list runs on a thread while the lists are ranked (the
-    # ranking does not need it); its error, if any, is raised before anything is returned
-    repeats = Background().start(_check_repeats, frame)
-    try:
-        if not isinstance(raw, list) and "user_id" in raw.columns:
-            frame = frame.with_columns(user_id=raw["user_id"])
-        ranked = rank_rows(frame, k, ("request_id", "sample_id"))
-    except BaseException:
-        repeats.join()
-        raise
-    repeats.result()
-    return PreparedRun(run, ranked, k, sampled)
+    frame = _run_frame(raw)  # request_id, item_id, score (Float64), sample_id
+    if not isinstance(raw, list) and "user_id" in raw.columns:
+        frame = frame.with_columns(user_id=raw["user_id"])
+    return PreparedRun(run, rank_rows(frame, k, ("request_id", "sample_id")), k, sampled)

@@ -14,7 +14,7 @@ import numpy as np
 _SMALL = 32  # blocks up to this long are handled by quadratic loops, longer ones sort
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True)
 def repeats_within(starts, keys):
     """Whether a block starts[j]..starts[j+1]-1 holds some key twice."""
     for j in range(len(starts) - 1):
@@ -32,7 +32,7 @@ def repeats_within(starts, keys):
     return False
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True)
 def order_within(starts, blocks, score, rows, rank, tie):
     """Rows of the blocks, block ``blocks[0]`` first, each by score descending.
 

@@ -162,10 +162,7 @@ def _require(frame: pl.DataFrame, name: str, columns: Sequence[str], hint: str) 
         raise InputError(name, [Violation(c, "required column is missing", frame.height, (), hint) for c in missing])
 
 
-def _run_frame(run: Any, *, repeats: bool = True) -> pl.DataFrame:
-    """The run's request_id, item_id, score (Float64) and sample_id (0 when absent), checked: no nulls,
-    a finite numeric score and (``repeats``; else call ``_check_repeats`` on the result) no item twice
-    per request and sample."""
+def _run_frame(run: Any) -> pl.DataFrame:
     import polars as pl
 
     from receval.data.readers import to_polars
@@ -200,16 +197,6 @@ def _run_frame(run: Any, *, repeats: bool = True) -> pl.DataFrame:
             violations.append(Violation("score", "must be finite", bad))
     if violations:
         raise InputError("run", violations)
-    frame = frame.with_columns(pl.col("score").cast(pl.Float64))
-    if repeats:
-        _check_repeats(frame)
-    return frame
-
-
-def _check_repeats(frame: pl.DataFrame) -> None:
-    """InputError when an item appears twice in a (request, sample) block of ``_run_frame``'s result."""
-    import polars as pl
-
     from receval.audits._rank import repeats_within_blocks
 
     # linear-time check by item hashes within (request, sample) blocks; the exact count when it may fail
@@ -218,6 +205,7 @@ def _check_repeats(frame: pl.DataFrame) -> None:
         raise InputError("run", [Violation(
             "item_id", "an item may appear once per request (and sample)", int(dup.sum()),
             hint="drop the repeated (request_id, sample_id, item_id) rows")])
+    return frame.with_columns(pl.col("score").cast(pl.Float64))
 
 
 def _groups_frame(groups: Any, group_column: str) -> pl.DataFrame:
