@@ -390,3 +390,46 @@ def test_small_groups_are_suppressed_but_listed_and_no_item_ids_leak():
     # default threshold: 20 items -> every toy group suppressed, no reference group
     default = exposure_audit(RUN, GROUPS, n_boot=0)
     assert all(g.suppressed for g in default.groups) and default.reference_group is None
+
+
+@pytest.mark.parametrize("n_boot", [0, 40])
+def test_per_request_thread_never_changes_the_audit(monkeypatch, n_boot):
+    """AWRF and EE run on a thread while the statistics matrix is built: however late that thread
+    finishes, every number is the one computed without a thread (fused and other schemes)."""
+    import time
+
+    from receval.audits import _rank
+    from receval.audits._result import Background
+
+    rng = np.random.default_rng(31)
+    n_req, n_items = 300, 80
+    run = pl.DataFrame({
+        "request_id": np.repeat(np.arange(n_req), 6),
+        "item_id": np.concatenate([rng.choice(n_items, 6, replace=False) for _ in range(n_req)]),
+        "score": rng.random(6 * n_req),
+    })
+    groups = pl.DataFrame({"item_id": np.arange(n_items), "provider": [f"p{i % 5}" for i in range(n_items)]})
+    monkeypatch.setattr(_rank, "COMPILED_MIN_ROWS", 0)  # the compiled per-request pass (the threaded one)
+    if n_boot:  # the fused scheme: the statistics matrix reads the thread's columns while building
+        from receval.stats import bootstrap
+
+        monkeypatch.setattr(bootstrap, "MULTINOMIAL_MAX_DRAWS", 0)
+        monkeypatch.setattr(bootstrap, "_FUSED_WARM", True)
+
+    def inline(self, fn, *args):
+        return Background.done(fn(*args))
+
+    def late(self, fn, *args):
+        def slow(*a):
+            time.sleep(0.3)
+            return fn(*a)
+        return start(self, slow, *args)
+
+    start = Background.start
+    monkeypatch.setattr(Background, "start", inline)
+    want = exposure_audit(run, groups, group_column="provider", min_group_size=1, n_boot=n_boot).to_dict()
+    monkeypatch.setattr(Background, "start", late)
+    got = exposure_audit(run, groups, group_column="provider", min_group_size=1, n_boot=n_boot).to_dict()
+    assert got == want
+    assert want["awrf"]["value"] is not None and want["expected_exposure"]["ee_l"]["value"] is not None
+    assert want["settings"]["bootstrap_method"] == ("poisson-fused" if n_boot else None)

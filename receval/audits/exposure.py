@@ -689,13 +689,16 @@ def exposure_audit(
                 "disparate_exposure_ratio": der,
             }
 
+    def dense_columns() -> np.ndarray:
+        ee_ = per_request.result()  # waits for AWRF and EE
+        return np.column_stack([awrf_q, awrf_ok, ee_[:, :3]])
+
     if fused:
         # one statistics matrix for everything, summed in one pass of the CSC kernel: the
         # items' exposures (A is their sum per group), R, AWRF, EE and a column of ones
         container, layout = _column_runs(q, item_pos, g, val, rank_np if by_rank and ns_q.max() == 1 else None,
                                          cat_g, (r_q, r_g, r_v) if lab is not None else None, n_groups,
-                                         lambda: np.column_stack([awrf_q, awrf_ok, per_request.result()[:, :3]]),
-                                         n_req, item_rows)
+                                         dense_columns, n_req, item_rows)
         m_stats = gini_src = awrf_src = ee_src = container
         to_groups, gini_cols, awrf_cols, ee_cols, ones_col = layout
     else:
@@ -712,8 +715,8 @@ def exposure_audit(
         col_of_pos = np.cumsum(item_rows > 0) - 1  # items shown, in catalog order
         gini_src = sp.csr_matrix((val, (q, col_of_pos[item_pos])), shape=(n_req, n_shown))
         gini_src.sum_duplicates()
+        ee_src = per_request.result()  # AWRF is written too
         awrf_src = np.column_stack([awrf_q, awrf_ok.astype(np.float64)])
-        ee_src = per_request.result()
 
         def to_groups(s: np.ndarray) -> np.ndarray:
             return s
