@@ -111,8 +111,10 @@ small (0.16-0.2 s) that fixed costs (the Gini over 87k items, fairlearn's 651
 groups) set the ratio.
 
 Latest round (branch audit-speed on main a0e935e, whose kernels draw two
-weights per 64-bit output): the target is met. Two interleaved runs of each,
-``--repeat 3``, load average 1.1-2.0 (other jobs on the 2 cores):
+weights per 64-bit output): the target is met in two runs of three. Two
+interleaved runs of each, ``--repeat 3``, load average 1.1-2.0 (other jobs on
+the 2 cores); a third pair (``--parts evaluate,disparity,prepared``, load
+1.2-1.8) gave 5.03x here against 5.71x for main (exposure 3.86 s vs 4.59 s):
 
 =================================  ==============  ==============
 10M impressions, prepared path      main a0e935e    this code
