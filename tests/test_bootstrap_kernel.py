@@ -46,6 +46,19 @@ def test_two_units_share_one_64_bit_output():
         assert K.reference_weights(ROOT, range(1), range(i, i + 1))[0, 0] == sum(h >= tk for tk in t)
 
 
+def test_the_branch_free_count_equals_counting_the_thresholds():
+    # _count8 / _count8_u8 find the count by a binary search with selects: check it at and around
+    # every threshold, at the ends of the range and on random values
+    t = K.poisson_thresholds()
+    edge = [int(v) + d for v in t[:8] for d in (-1, 0, 1)] + [0, 1, 2**32 - 1]
+    xs = np.r_[np.array(edge, dtype=np.uint32), np.random.default_rng(3).integers(0, 2**32, 20_000, dtype=np.uint32)]
+    args = [t[j] for j in range(8)]
+    for x in xs:
+        expected = sum(int(x) >= int(v) for v in t[:8])
+        assert K._count8.py_func(x, *args) == expected
+        assert K._count8_u8.py_func(x, *args) == expected
+
+
 def test_root_key_follows_seed_sequence():
     assert K.root_key(5) == K.root_key(5) != K.root_key(6)
     assert K.root_key(2**80 + 3) != K.root_key(3)  # big seeds are not truncated
