@@ -195,7 +195,8 @@ def _count8(x, t0, t1, t2, t3, t4, t5, t6, t7):
 
 @nb.njit(inline="always")
 def _count8_u8(x, t0, t1, t2, t3, t4, t5, t6, t7):
-    """_count8 in bytes: the kernels that store byte weights vectorise four times wider."""
+    """_count8 with byte constants, for the kernels that store byte weights: they then vectorise
+    four times wider (a byte cast of _count8's int32 measured 15-20% slower in those kernels)."""
     b2 = x >= t3
     c = np.uint8(4) if b2 else np.uint8(0)
     b1 = x >= (t5 if b2 else t1)
