@@ -150,6 +150,22 @@ def test_every_weight_fits_a_nibble():
     assert K._quantile.py_func(np.uint32(2**32 - 1), t) == 12
 
 
+def test_csc_kernel_with_scratch_memory_gives_the_same_sums():
+    # a loop over replicate blocks sharing one scratch dict (weight rows and sums mapped once): every
+    # block's sums equal a fresh call's, also for a shorter last block and after a matrix of other shape
+    x = _sparse(900, 30, 0.08, 9).tocsc()
+    y = _sparse(900, 12, 0.1, 10).tocsc()
+    scratch: dict = {}
+    for mat, spans in ((x, [(0, 128), (128, 256), (256, 300)]), (y, [(0, 64)]), (x, [(300, 428)])):
+        for b0, b1 in spans:
+            got, wgot = K.poisson_sums_csc(mat.indptr, mat.indices, mat.data, 900, b0, b1, ROOT, scratch=scratch)
+            got = got.copy()
+            ref, wref = K.poisson_sums_csc(mat.indptr, mat.indices, mat.data, 900, b0, b1, ROOT)
+            np.testing.assert_array_equal(got, ref)
+            np.testing.assert_array_equal(wgot, wref)
+    assert set(scratch) == {"out", "lanes"}
+
+
 # ---------------------------------------------------------------- grouped / segment kernel
 
 

@@ -45,6 +45,7 @@ import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -915,6 +916,7 @@ def poisson_sums_csc(
     runs: bool = False,
     threads: int | None = None,
     width: int | None = None,
+    scratch: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replicate sums of a sparse statistics matrix given by columns (CSC: units x columns).
 
@@ -940,6 +942,10 @@ def poisson_sums_csc(
     entries) when summing; one weight matrix is shared. Neither ``threads`` nor
     ``width`` changes a sum: each replicate's additions happen in the same
     order. Returns (sums of shape (b1 - b0, n_columns), weight totals).
+
+    ``scratch``: a dict that keeps the weight rows and the sums' array between
+    calls (a loop over blocks of replicates then maps their pages once; the
+    returned sums are then a view of that array, valid until the next call).
     """
     colptr = np.ascontiguousarray(colptr, dtype=np.int64)
     rows = np.ascontiguousarray(rows, dtype=np.int32 if rows.dtype == np.int32 else np.int64)
@@ -947,10 +953,10 @@ def poisson_sums_csc(
     n = int(n_units)
     nb_ = b1 - b0
     n_cols = len(colptr) - 1
-    out = np.zeros((nb_, n_cols))
     wsum = np.zeros(nb_)
     if nb_ <= 0:
-        return out, wsum
+        return np.zeros((0, n_cols)), wsum
+    out = _scratch(scratch, "out", (nb_, n_cols), np.float64)  # every entry is written by _csc_gather
     t = _thresholds()
     starts, gammas = _streams(np.uint64(root), int(b0), int(b1))
     width = lane_width(n, nb_) if width is None else int(width)
@@ -965,7 +971,7 @@ def poisson_sums_csc(
     c_cut = np.searchsorted(colptr, targets, side="left").astype(np.int64)
     c_cut[0], c_cut[-1] = 0, n_cols
     c_cut = np.maximum.accumulate(np.minimum(c_cut, n_cols))
-    lanes = np.empty((n, width), dtype=np.uint8)
+    lanes = _scratch(scratch, "lanes", (n, width), np.uint8)
 
     def weights(lo: int, hi: int) -> None:
         """Rows of replicates lo..hi-1; adds their totals to wsum."""
@@ -999,6 +1005,17 @@ def poisson_sums_csc(
         if pool is not None:
             pool.shutdown()
     return out, wsum
+
+
+def _scratch(scratch: dict | None, key: str, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    """An uninitialised array of ``shape``: fresh, or the first rows of the one ``scratch[key]`` keeps from an
+    earlier call when it has as many columns and at least as many rows (its pages are mapped already)."""
+    if scratch is None:
+        return np.empty(shape, dtype=dtype)
+    buf = scratch.get(key)
+    if buf is None or buf.dtype != dtype or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
+        buf = scratch[key] = np.empty(shape, dtype=dtype)
+    return buf[: shape[0]]
 
 
 def poisson_weights(n: int, b0: int, b1: int, root: int) -> np.ndarray:

@@ -359,9 +359,10 @@ def _fused_replicates(stats: list, n: int, out: np.ndarray, *, n_boot: int, seed
             # multiples of LANES (the threads share a pass, splitting the columns)
             cap = max(LANES, 4 * _BLOCK_CELLS // max(m, 1) // LANES * LANES)
             block = max(1, min(n_boot, max(WIDE_LANES, _BLOCK_CELLS // max(m, 1)), cap))
+            scratch: dict = {}  # the blocks share the weight rows' and the sums' memory (mapped once)
             for b0 in range(0, n_boot, block):
                 b1 = min(b0 + block, n_boot)
-                part, _ = poisson_sums_csc(colptr, rows, data, n, b0, b1, root, runs=runs)
+                part, _ = poisson_sums_csc(colptr, rows, data, n, b0, b1, root, runs=runs, scratch=scratch)
                 for jj in sparse:
                     if first[id(stats[jj].stats)] == j:
                         out[b0:b1, jj] = stats[jj].finish(part)
