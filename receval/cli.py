@@ -363,21 +363,7 @@ def _cmd_ope(args: argparse.Namespace) -> int:
         "dros": lambda: DROS(lam=args.dros_lam),
     }
     estimators = [make[n]() for n in names]
-    mapping = _mapping(args.column)
-    if args.engine == "spark":
-        from receval.engines.spark_ope import read_spark_frame
-
-        log = read_spark_frame(args.logs, "logs", mapping)
-        target = read_spark_frame(args.target, "target", mapping)
-        logging_frame = read_spark_frame(args.logging, "logging", mapping) if args.logging else None
-        if "reward" not in log.columns and "click" in log.columns:
-            log = log.withColumn("reward", log["click"])
-    else:
-        log = _read_frame(args.logs, "logs", mapping)
-        target = _read_frame(args.target, "target", mapping)
-        logging_frame = _read_frame(args.logging, "logging", mapping) if args.logging else None
-        if "reward" not in log.columns and "click" in log.columns:
-            log["reward"] = log["click"]
+    log, target, logging_frame = _ope_frames(args, args.logs, args.target, args.logging)
     context = list(args.context or [])
     missing = [c for c in context if c not in log.columns]
     if missing:
@@ -518,6 +504,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAIL
 
 
+def _ope_frames(args: argparse.Namespace, logs: str, target: str | None, logging: str | None):
+    """The ``ope`` inputs (logs; target and logging policy when given, else None), renamed by
+    ``--column``, as pandas frames or, under ``--engine spark``, Spark frames; a log with a ``click``
+    column and no ``reward`` column takes the clicks as rewards."""
+    mapping = _mapping(args.column)
+    if args.engine == "spark":
+        from receval.engines.spark_ope import read_spark_frame as read
+    else:
+        read = _read_frame
+    frames = [read(path, what, mapping) if path else None
+              for path, what in ((logs, "logs"), (target, "target"), (logging, "logging"))]
+    log = frames[0]
+    if "reward" not in log.columns and "click" in log.columns:
+        log = log.withColumn("reward", log["click"]) if args.engine == "spark" else log.assign(reward=log["click"])
+    return log, frames[1], frames[2]
+
+
 def _cmd_ope_slates(args: argparse.Namespace, names: list[str], reward_range) -> int:
     from receval.counterfactual import slates as sl
     from receval.errors import UsageError
@@ -531,19 +534,7 @@ def _cmd_ope_slates(args: argparse.Namespace, names: list[str], reward_range) ->
     ignored = [flag for flag, given in (("--context", args.context), ("--logging", args.logging)) if given]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to the slate estimators")
-    mapping = _mapping(args.column)
-    if args.engine == "spark":
-        from receval.engines.spark_ope import read_spark_frame
-
-        log = read_spark_frame(args.logs, "logs", mapping)
-        target = read_spark_frame(args.target, "target", mapping) if args.target else None
-        if "reward" not in log.columns and "click" in log.columns:
-            log = log.withColumn("reward", log["click"])
-    else:
-        log = _read_frame(args.logs, "logs", mapping)
-        target = _read_frame(args.target, "target", mapping) if args.target else None
-        if "reward" not in log.columns and "click" in log.columns:
-            log["reward"] = log["click"]
+    log, target, _ = _ope_frames(args, args.logs, args.target, None)
     data = sl.slate_feedback(log, target, reward_range=reward_range, varying_length=args.varying_length)
     results = sl.estimate_slates(
         [make[n]() for n in names], data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval

@@ -318,6 +318,20 @@ def key_complete_chunks(batches: Iterator, chunk_rows: int, key: str = "request_
         yield pa.Table.from_batches(pending)
 
 
+def key_runs(table, key: str) -> tuple:
+    """The runs of equal ``key`` in an Arrow table whose rows of a key are contiguous (a chunk of
+    :func:`key_complete_chunks`): numpy arrays (first row of each run, its length, each row's run number)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    ids = table.column(key)
+    change = np.asarray(pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    sizes = np.diff(np.append(starts, n))
+    return starts, sizes, np.repeat(np.arange(len(starts)), sizes)
+
+
 def _run_partition(batches: Iterator, spec: ChunkSpec, arrow_schema, chunk_rows: int) -> Iterator:
     """Inside a task: cut the sorted partition into request-complete chunks and score them."""
 

@@ -291,6 +291,25 @@ def _partition(batches: Iterator, kernel: RequestKernel, arrow_schema, chunk_row
         yield from emit(table)
 
 
+def _kernel_rows(df: Any, kernel: RequestKernel, schema: Any, chunk_rows: int | None, key: str = "request_id") -> Any:
+    """Run ``kernel`` over ``df`` (repartitioned by ``key`` and sorted within partitions) in
+    ``mapInArrow`` tasks and collect its rows (per-request rows and error rows) as a polars frame."""
+    import polars as pl
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from receval.engines import spark as engine
+
+    arrow_schema = to_arrow_schema(schema)
+    rows_per_chunk = int(chunk_rows or engine.CHUNK_ROWS)
+
+    def fn(batches):
+        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk, key=key)
+
+    with engine._quiet_pandas_check():
+        out = df.mapInArrow(fn, schema)
+    return pl.from_arrow(engine._collect_arrow(out))
+
+
 # ---- input checks on Spark (the local audit's rules, one aggregation job)
 
 
@@ -425,7 +444,6 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
     sorted by request_id, the order of the local audit's requests."""
     import polars as pl
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import to_arrow_schema
 
     from receval.engines import spark as engine
 
@@ -467,15 +485,7 @@ def ranked_requests_spark(run: Any, labels: Any, items, kernel: RequestKernel, *
             *[F.lit(None).cast(run_u.schema[c].dataType).alias(c) for c in sample]))
     union = union.repartition("request_id").sortWithinPartitions("request_id")
     schema = _request_rows_schema(run_u, kernel.width)
-    arrow_schema = to_arrow_schema(schema)
-    rows_per_chunk = int(chunk_rows or engine.CHUNK_ROWS)
-
-    def fn(batches):
-        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk)
-
-    with engine._quiet_pandas_check():
-        out = union.mapInArrow(fn, schema)
-    rows = pl.from_arrow(engine._collect_arrow(out))
+    rows = _kernel_rows(union, kernel, schema, chunk_rows)
     _raise_kernel_errors(rows, table_name, types)
     rows = rows.filter(pl.col("__kind") == KIND_REQUEST)
     rows = rows.with_columns(_typed(rows["request_id"], types["request_id"])).sort("request_id")
@@ -519,7 +529,6 @@ def ranked_rows_spark(run: Any, k: int | None, *, chunk_rows: int | None = None)
     import polars as pl
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
-    from pyspark.sql.pandas.types import to_arrow_schema
 
     from receval.engines import spark as engine
 
@@ -544,16 +553,7 @@ def ranked_rows_spark(run: Any, k: int | None, *, chunk_rows: int | None = None)
         T.StructField("__n", T.LongType(), True),
         T.StructField("__error", T.StringType(), True),
     ])
-    arrow_schema = to_arrow_schema(schema)
-    kernel = RequestKernel("rank", b"", 0, k, False, False)
-    rows_per_chunk = int(chunk_rows or engine.CHUNK_ROWS)
-
-    def fn(batches):
-        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk)
-
-    with engine._quiet_pandas_check():
-        out = rows_df.mapInArrow(fn, schema)
-    rows = pl.from_arrow(engine._collect_arrow(out))
+    rows = _kernel_rows(rows_df, RequestKernel("rank", b"", 0, k, False, False), schema, chunk_rows)
     _raise_kernel_errors(rows, "groups", types, frames=("run",), unknown_order=())
     rows = rows.filter(pl.col("__kind") == KIND_REQUEST)
     rows = rows.with_columns(_typed(rows["request_id"], types["request_id"]),
@@ -720,7 +720,6 @@ def miscalibration_spark(run: Any, history: Any, catalog: Any, *, category, k, a
     """
     import polars as pl
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import to_arrow_schema
 
     from receval.audits import miscalibration as M
     from receval.audits import popularity as P
@@ -760,15 +759,7 @@ def miscalibration_spark(run: Any, history: Any, catalog: Any, *, category, k, a
     union = run_u.unionByName(hist_u).repartition("user_id").sortWithinPartitions("user_id")
     kernel = RequestKernel("miscalibration", _ipc(cats), 3, k, True, False, (alpha, position_weight, history_weight))
     schema = _request_rows_schema(run_u, 3)
-    arrow_schema = to_arrow_schema(schema)
-    rows_per_chunk = int(engine.CHUNK_ROWS)
-
-    def fn(batches):
-        yield from _partition(batches, kernel, arrow_schema, rows_per_chunk, key="user_id")
-
-    with engine._quiet_pandas_check():
-        out = union.mapInArrow(fn, schema)
-    rows = pl.from_arrow(engine._collect_arrow(out))
+    rows = _kernel_rows(union, kernel, schema, None, key="user_id")
     per_request = rows.filter(pl.col("__kind") == KIND_REQUEST)
     # a request whose rows name two users lands in two users' chunks: counted as the local _ranked does
     split = per_request.filter(pl.col("request_id").is_duplicated()).height

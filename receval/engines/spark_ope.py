@@ -444,17 +444,11 @@ def unit_partials(table, estimators: Sequence, has_q: bool):
     counts (n_u, m)); the estimator columns are the estimators' own
     ``_columns`` / ``_count_columns`` on a LoggedFeedback of the chunk.
     """
-    import pyarrow.compute as pc
-
     from receval.counterfactual._data import LoggedFeedback
+    from receval.engines.spark import key_runs
 
-    n = table.num_rows
-    ids = table.column("request_id")
-    change = np.asarray(pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
-    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    starts, sizes, unit = key_runs(table, "request_id")
     n_u = len(starts)
-    sizes = np.diff(np.append(starts, n))
-    unit = np.repeat(np.arange(n_u), sizes)
 
     def col(name):
         return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -476,7 +470,7 @@ def unit_partials(table, estimators: Sequence, has_q: bool):
     sums = np.column_stack([np.bincount(unit, weights=c, minlength=n_u) for c in cols]) if cols else np.zeros((n_u, 0))
     cnt = [np.asarray(v, dtype=np.float64) for e in estimators for v in e._count_columns(d).values()]
     counts = np.column_stack([np.bincount(unit, weights=c, minlength=n_u) for c in cnt]) if cnt else np.zeros((n_u, 0))
-    return ids.take(starts), stats, sums, counts
+    return table.column("request_id").take(starts), stats, sums, counts
 
 
 def _reduce(data: SparkFeedback, estimators: list):

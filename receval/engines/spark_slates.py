@@ -37,6 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from receval.counterfactual.slates import (  # the local column names
+    _LOG_COLS,
+    _TARGET_FRAME,
+    _TARGET_IN_LOG,
+)
 from receval.errors import InputError, UsageError, Violation
 
 __all__ = ["SparkSlateFeedback", "spark_slate_feedback"]
@@ -44,17 +49,6 @@ __all__ = ["SparkSlateFeedback", "spark_slate_feedback"]
 #: rows handed to the per-slate reduction at once inside a partition
 CHUNK_ROWS = 1 << 20
 
-_LOG = {"propensity_conditional": "propensity_cond", "slate_propensity": "slate_propensity"}
-_TARGET_IN_LOG = {
-    "target_probability": "target_prob",
-    "target_conditional": "target_cond",
-    "target_slate_probability": "target_slate_prob",
-}
-_TARGET_FRAME = {
-    "probability": "target_prob",
-    "conditional_probability": "target_cond",
-    "slate_probability": "target_slate_prob",
-}
 
 
 @dataclass
@@ -129,7 +123,7 @@ def spark_slate_feedback(
     keys = ["slate_id", "position"]
     sel = [F.col("slate_id"), _num("position").alias("position"),
            _num("reward").alias("reward"), _num("propensity").alias("propensity")]
-    sel += [_num(k).alias(v) for k, v in _LOG.items() if k in log.columns]
+    sel += [_num(k).alias(v) for k, v in _LOG_COLS.items() if k in log.columns]
     violations: list[Violation] = []
     if target is not None:
         target = to_spark(spark, target, kind="target", format="auto", name="target")
@@ -190,7 +184,7 @@ def spark_slate_feedback(
                 n_off, _ex(ranked.limit(5).collect())))
     if violations:
         raise InputError("logged slates", violations)
-    source = {v: k for k, v in list(_LOG.items()) + list(tcols.items())}
+    source = {v: k for k, v in list(_LOG_COLS.items()) + list(tcols.items())}
     for key in ("slate_propensity", "target_slate_prob"):
         if key in rows.columns:
             c = F.col(key)
@@ -284,17 +278,11 @@ def spark_slate_feedback(
 
 def _chunk_feedback(table, L: int, varying: bool, reward_range, has_cond: bool, has_slate: bool):
     """A SlateFeedback of a slate-complete chunk sorted by (slate, position), padded to the global L."""
-    import pyarrow.compute as pc
-
     from receval.counterfactual.slates import SlateFeedback, _grid
+    from receval.engines.spark import key_runs
 
-    n = table.num_rows
-    ids = table.column("slate_id")
-    change = np.asarray(pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
-    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    starts, sizes, cell_slate = key_runs(table, "slate_id")
     n_s = len(starts)
-    sizes = np.diff(np.append(starts, n))
-    cell_slate = np.repeat(np.arange(n_s), sizes)
     cell_slot = np.asarray(table.column("position").to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.int64) - 1
 
     def grid(name, fill=1.0):
@@ -305,7 +293,7 @@ def _chunk_feedback(table, L: int, varying: bool, reward_range, has_cond: bool, 
     ps, ts = (grid("slate_propensity")[:, 0], grid("target_slate_prob")[:, 0]) if has_slate else (None, None)
     d = SlateFeedback(grid("reward", 0.0), grid("propensity"), grid("target_prob"), pc_, tc_, ps, ts,
                       tuple(reward_range), None, sizes.astype(np.int64) if varying else None)
-    return ids.take(starts), d, sizes
+    return table.column("slate_id").take(starts), d, sizes
 
 
 def _reduce(data: SparkSlateFeedback, estimators: list):
