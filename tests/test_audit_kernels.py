@@ -134,8 +134,9 @@ def test_lane_weight_rows_of_any_width_and_unit_range_are_the_kernel_weights():
 def test_lane_weights_are_the_kernel_weights_in_nibbles():
     starts, gammas = K._streams(np.uint64(ROOT), 5, 5 + 100)
     lanes = np.empty((700, K.LINE), dtype=np.uint8)
-    wsum = np.zeros(100)
-    K._lane_weights(starts, gammas, K._thresholds(), lanes, wsum)
+    tot = np.zeros(2 * K.LINE, dtype=np.int64)
+    K._lane_weights_range(starts, gammas, K._thresholds(), lanes, 0, 700, tot)
+    wsum = tot[:100]
     w = K.poisson_weights(700, 5, 105, ROOT)
     nib = np.concatenate([lanes & 15, lanes >> 4], axis=1).T  # lane r in byte r % 64, high nibble from 64
     np.testing.assert_array_equal(nib[:100], w)

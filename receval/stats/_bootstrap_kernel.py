@@ -23,9 +23,10 @@ The weights (counter-based: each is a function of (seed, b, i) alone):
   of the Poisson(1) CDF, and weights run from 0 to 12 (P(X > 12) = 1.1e-10 is
   folded into 12).
 
-Why 32-bit halves: one 64-bit mix serves two units, and eight comparisons in
-32-bit lanes cost half of those in 64-bit lanes; drawing 10^9 weights takes
-about 60% of the time of one exact 64-bit quantile per unit. A distribution
+Why 32-bit halves: one 64-bit mix serves two units, and comparisons in 32-bit
+lanes cost half of those in 64-bit lanes; with the threshold count done as a
+branch-free binary search (``_count8``), a weight costs about half of what one
+exact 64-bit quantile per unit with eight comparisons did. A distribution
 error of 1e-10 per probability is far below anything a bootstrap of 1,000
 replicates can resolve (its own Monte Carlo error is ~1e-2 relative).
 
@@ -62,7 +63,7 @@ UNIT_CHUNK = 512  # units per chunk: the weight buffers and the column chunks st
 REPLICATE_BLOCK = 32  # replicates sharing one read of the statistics matrix (a multiple of GROUP)
 MIN_THREADED_CELLS = 1 << 22  # below this many (replicate, unit) cells one thread is faster than a pool
 GROUP = 4  # replicates summed together: each column chunk is loaded once for four
-_FAST = 8  # thresholds compared for every weight; the rare u >= T_7 (P = 1.0e-5) are refined
+_FAST = 8  # thresholds resolved for every weight (_count8); the rare h >= T_7 (P = 1.0e-5) are refined
 LINE = 64  # bytes of a cache line: the narrowest row of the CSC kernel's weight matrix
 LANES = 2 * LINE  # replicates of one 64-byte row of the CSC kernel: 4 bits per weight
 WIDE_LINES = 4  # cache lines per unit at most in the CSC kernel (512 replicates per pass)
@@ -233,8 +234,9 @@ def _chunk_weights(start, gamma, lo, hi, t, wbuf, ubuf):
     """Weights of units lo..hi-1 of one stream into wbuf[: hi - lo]; returns their sum.
 
     Two passes: the outputs floor(lo / 2)..floor((hi - 1) / 2) into ``ubuf``
-    (uint64, at least (hi - lo) / 2 + 1 long), then the eight comparisons on
-    its 32-bit halves, which a little-endian machine stores in unit order.
+    (uint64, at least (hi - lo) / 2 + 1 long), then the threshold count
+    (``_count8``) of its 32-bit halves, which a little-endian machine stores in
+    unit order.
     """
     j0 = lo >> 1
     nj = ((hi - 1) >> 1) - j0 + 1
@@ -439,20 +441,10 @@ def _lane_weights_range(starts, gammas, t, lanes, u0, u1, tot):
 
 
 @nb.njit(cache=True, nogil=True)
-def _lane_weights(starts, gammas, t, lanes, wsum):
-    """Weights of replicates r < len(starts) of every unit i into the row lanes[i] (see
-    ``_lane_weights_range``); wsum[r] += the replicate's weight total."""
-    tot = np.zeros(2 * lanes.shape[1], dtype=np.int64)
-    _lane_weights_range(starts, gammas, t, lanes, 0, lanes.shape[0], tot)
-    for r in range(len(starts)):
-        wsum[r] += tot[r]
-
-
-@nb.njit(cache=True, nogil=True)
 def _csc_gather(lanes, colptr, rows, data, runs, out):
     """out[r, c] = sum over the entries p of column c of w_r(rows[p]) * data[p], for r < out.shape[0].
 
-    ``lanes``: a row of L bytes (2L nibbles) per unit (``_lane_weights``); ``colptr`` may be
+    ``lanes``: a row of L bytes (2L nibbles) per unit (``_lane_weights_range``); ``colptr`` may be
     a slice of a larger matrix's (absolute entry positions), ``out`` then the
     matching columns. ``runs=False``: each entry's product is added in entry
     order: the same products and additions as the CSR kernel's accumulation
@@ -513,8 +505,8 @@ def _csc_gather(lanes, colptr, rows, data, runs, out):
 
 @nb.njit(cache=True, nogil=True)
 def _weights_block(starts, gammas, t, n, out):
-    """out[r, i] = weight of unit i in replicate r (uint8): the outputs of a row's stream, then eight
-    branch-free comparisons on their 32-bit halves; the rare h >= T_7 refined in a second look."""
+    """out[r, i] = weight of unit i in replicate r (uint8): the outputs of a row's stream, then the
+    branch-free threshold count of their 32-bit halves; the rare h >= T_7 refined in a second look."""
     t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
     t4, t5, t6, t7 = t[4], t[5], t[6], t[7]
     ub = np.empty((n + 1) // 2, dtype=np.uint64)
