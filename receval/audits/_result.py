@@ -140,7 +140,9 @@ def bootstrap_estimates(
 class Background:
     """One function call on a thread of its own, e.g. Python or numpy work while compiled kernels that
     release the GIL run on the calling thread (or the other way round); ``result()`` waits for it and
-    re-raises its error. The numbers never depend on it: only when the work runs."""
+    re-raises its error. The numbers never depend on it: only when the work runs. As a context
+    manager it waits for the thread on leaving the block, also when the block raises (the caller's
+    error comes first, as when the two ran in turn)."""
 
     def __init__(self) -> None:
         self._thread: Any = None
@@ -170,6 +172,12 @@ class Background:
     def join(self) -> None:
         if self._thread is not None:
             self._thread.join()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.join()
 
     def result(self) -> Any:
         self.join()

@@ -1429,13 +1429,9 @@ def disparity_audit(
     _check_reference(reference, parts)
     # the reported group values come from fairlearn's MetricFrame (see _metric_frame_values), which
     # runs from the cell totals while the bootstrap's compiled kernel draws the replicates
-    fairlearn = Background()
-    try:
+    with Background() as fairlearn:
         st = _engine(x, cells, parts, specs, n_boot=n_boot, level=level, seed=seed, min_group_size=min_group_size,
                      on_totals=lambda cell_tot: fairlearn.start(_metric_frame_values, parts, specs, cell_tot))
-    except BaseException:
-        fairlearn.join()
-        raise
     engine_values = fairlearn.result()
     overall_est, attrs = _assemble(parts, specs, st, engine_values=engine_values, reference=reference, tolerance=tol,
                                    difference_tolerance=difference_tolerance, level=level, n_boot=n_boot,

@@ -460,14 +460,10 @@ def popularity_bias_audit(
 
     # the user groups' table is read and matched on a thread while the request matrix is built; its
     # errors come after the matrix's, as when the two ran in turn
-    group_codes = Background().start(_user_group_codes, requests, user_groups, group_column)
-    try:
+    with Background().start(_user_group_codes, requests, user_groups, group_column) as group_codes:
         mat, n_relevant, n_relevant_in_history = _request_matrix(
             frame, requests, cat, lab, n_head=n_head, n_tail=n_tail, hist=hist, uq=uq, in_hist=in_hist,
             h_head=h_head, h_tail=h_tail, exclude_history=exclude_history)
-    except BaseException:
-        group_codes.join()
-        raise
     finishes = _finishes(lab is not None)
     codes, names = group_codes.result()
     overall, groups, method = _rows(mat, finishes, codes, names, min_group_size=min_group_size,
