@@ -401,7 +401,8 @@ def test_exposure_column_runs_by_counting_scatter_equal_the_gathers(monkeypatch,
     val = 1.0 / np.log2(1.0 + rank) if by_rank else rng.choice([0.5, 0.25, 1 / 3], len(q))
     cat_g = rng.integers(0, n_groups, n_cat)
     dense = rng.standard_normal((n_req, 5))
-    args = (q, item_pos, cat_g[item_pos], val, rank if by_rank else None, cat_g, None, n_groups, dense, n_req)
+    args = (q, item_pos, cat_g[item_pos], val, rank if by_rank else None, cat_g, None, n_groups, lambda: dense, n_req,
+            np.bincount(item_pos, minlength=n_cat))
     monkeypatch.setattr(_rank, "COMPILED_MIN_ROWS", 0)  # the compiled scatter
     got, _ = E._column_runs(*args)
     monkeypatch.setattr(E, "_kernels", lambda *a, **k: None)  # stable_order and two gathers

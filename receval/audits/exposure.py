@@ -30,7 +30,7 @@ Formulas and conventions: docs/audits.md, "Exposure fairness".
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -359,7 +359,7 @@ def _awrf(a_csr: Any, r_csr: Any, fixed_target: np.ndarray | None) -> tuple[np.n
 
 def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.ndarray, rank: np.ndarray | None,
                  cat_g: np.ndarray, rel: tuple[np.ndarray, np.ndarray, np.ndarray] | None, n_groups: int,
-                 dense: Any, n_req: int, item_rows: np.ndarray | None = None) -> tuple[Any, tuple]:
+                 dense: Callable[[], np.ndarray], n_req: int, item_rows: np.ndarray) -> tuple[Any, tuple]:
     """The exposure audit's statistics as one ColumnRuns matrix, and how to read its column sums.
 
     Columns: one per item shown (its exposure, items ordered by group, so that A
@@ -367,16 +367,14 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
     dense per-request columns (AWRF numerator and indicator, EE-L, EE-D, EE-R)
     and ones. Entries of an item column are stored by value (``rank`` given:
     the value is a function of the rank), units ascending within a value: the
-    fused kernel adds a run's weights as integers. ``dense``: the (requests x 5)
-    per-request columns, or a function returning them (called once the item columns
-    are placed). ``item_rows``: the rows of each catalog item (np.bincount(item_pos)),
-    when the caller has them.
+    fused kernel adds a run's weights as integers. ``dense``: a function returning
+    the (requests x 5) per-request columns, called once the item columns are placed
+    (they may still be computed on another thread). ``item_rows``: the rows of each
+    catalog item, np.bincount(item_pos, minlength=len(cat_g)).
     """
     from receval.audits._rank import stable_order
     from receval.stats.bootstrap import ColumnRuns
 
-    if item_rows is None:
-        item_rows = np.bincount(item_pos, minlength=len(cat_g))
     shown = np.flatnonzero(item_rows)
     by_group = shown[np.argsort(cat_g[shown], kind="stable")]
     n_shown = len(shown)
@@ -417,8 +415,7 @@ def _column_runs(q: np.ndarray, item_pos: np.ndarray, g: np.ndarray, val: np.nda
         counts.append(np.bincount(r_g, minlength=n_groups))
         at += n_rel
     unit = np.arange(n_req)
-    if callable(dense):
-        dense = dense()
+    dense = dense()
     if dense.shape != (n_req, k):  # pragma: no cover - caller and layout out of sync
         raise ValueError(f"dense columns of shape {dense.shape}, expected {(n_req, k)}")
     for j in range(k + 1):
@@ -598,7 +595,7 @@ def exposure_audit(
 
     val = att / ns  # a row's exposure: its attention, averaged over the request's samples
     item_rows = np.bincount(item_pos, minlength=n_catalog)  # rows showing each catalog item
-    n_shown_g = _distinct_per_group(item_pos, cat_g, n_groups, item_rows)
+    n_shown_g = _distinct_per_group(item_rows, cat_g, n_groups)
     if lab is not None:
         lq = lab.filter(pl.col("gain") > 0)
         r_q, r_g, r_v = lq["__q"].to_numpy(), lq["__g"].to_numpy(), lq["gain"].to_numpy()
@@ -788,11 +785,9 @@ def _n_req_w(s: np.ndarray) -> np.ndarray:
     return s[:, 3]
 
 
-def _distinct_per_group(item_pos: np.ndarray, cat_g: np.ndarray, n_groups: int,
-                        item_rows: np.ndarray | None = None) -> np.ndarray:
-    """Catalog items of each group shown at least once (``item_rows``: np.bincount(item_pos), if known)."""
-    shown = (np.bincount(item_pos, minlength=len(cat_g)) if item_rows is None else item_rows) > 0
-    return np.bincount(cat_g[shown], minlength=n_groups)
+def _distinct_per_group(item_rows: np.ndarray, cat_g: np.ndarray, n_groups: int) -> np.ndarray:
+    """Catalog items of each group shown at least once (``item_rows``: the rows showing each catalog item)."""
+    return np.bincount(cat_g[item_rows > 0], minlength=n_groups)
 
 
 def _declared_target(target: Mapping[str, float], names: list[str]) -> np.ndarray:
