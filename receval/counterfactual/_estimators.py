@@ -109,9 +109,6 @@ class Estimator:
         """
         return {}
 
-    def _extra_diagnostics(self, d: LoggedFeedback) -> dict[str, Any]:
-        return _shares({k: float(np.sum(v)) for k, v in self._count_columns(d).items()}, d.n_rows)
-
     @property
     def label(self) -> str:
         return self.name
