@@ -539,12 +539,7 @@ def _cmd_ope_slates(args: argparse.Namespace, names: list[str], reward_range) ->
     results = sl.estimate_slates(
         [make[n]() for n in names], data, level=args.level, n_boot=args.n_boot, seed=args.seed, interval=args.interval
     )
-    if args.engine == "spark":
-        n_rows, min_slots, varying = data.n_rows, data.min_slots, data.varying
-    else:
-        lengths = data.lengths
-        n_rows, min_slots = int(lengths.sum()), int(lengths.min()) if len(lengths) else None
-        varying = data.length is not None
+    n_rows, min_slots, varying = data.n_rows, data.min_slots, data.varying  # local or Spark feedback alike
     settings = {
         "logs": args.logs, "target": args.target, "estimators": names, "reward_range": list(data.reward_range),
         "level": args.level, "interval": args.interval, "n_boot": args.n_boot, "seed": args.seed,

@@ -138,6 +138,21 @@ class SlateFeedback:
             return np.full(self.n_slates, self.n_slots, dtype=np.int64)
         return self.length
 
+    @property
+    def varying(self) -> bool:
+        """Slates of varying length (as :class:`~receval.engines.spark_slates.SparkSlateFeedback`)."""
+        return self.length is not None
+
+    @property
+    def n_rows(self) -> int:
+        """Logged (slate, slot) rows: the sum of the lengths."""
+        return int(self.lengths.sum())
+
+    @property
+    def min_slots(self) -> int | None:
+        """The shortest slate's length (None without slates)."""
+        return int(self.lengths.min()) if self.n_slates else None
+
     @classmethod
     def from_arrays(
         cls,
