@@ -581,7 +581,7 @@ def _warnings_to_stderr():
     stderr, printed even when the command then fails; other warnings are shown as usual."""
     import warnings
 
-    from receval.errors import ReceValWarning
+    from receval.errors import ReceValWarning, keep_warnings
 
     caught: list[warnings.WarningMessage] = []
     try:
@@ -592,11 +592,8 @@ def _warnings_to_stderr():
             finally:
                 caught = list(rec)
     finally:
-        for w in caught:
-            if issubclass(w.category, ReceValWarning):
-                print(_safe(f"receval: warning: {w.message}", oneline=True), file=sys.stderr)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for w in keep_warnings(caught, ReceValWarning):
+            print(_safe(f"receval: warning: {w.message}", oneline=True), file=sys.stderr)
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

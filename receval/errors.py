@@ -50,6 +50,20 @@ class CoverageWarning(ReceValWarning):
     """
 
 
+def keep_warnings(caught: list, category: type[Warning]) -> list:
+    """The recorded warnings (``warnings.catch_warnings(record=True)``) of ``category``; every other one
+    is emitted again, so it is shown (or filtered) as it would have been without the recording."""
+    import warnings
+
+    kept = []
+    for w in caught:
+        if issubclass(w.category, category):
+            kept.append(w)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return kept
+
+
 class MetricNameError(ReceValError, ValueError):
     """A metric name that cannot be parsed or is not registered."""
 

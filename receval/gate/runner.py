@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from receval.errors import CoverageWarning, ReceValError
+from receval.errors import CoverageWarning, ReceValError, keep_warnings
 from receval.gate.config import GateConfig, InputSpec
 
 __all__ = ["run_gate", "GateRun", "OPE_ESTIMATORS", "REPORT_SCHEMA_VERSION"]
@@ -160,11 +160,7 @@ def _evaluation(cfg: GateConfig, inp: _Inputs, st: dict[str, Any]) -> dict[str, 
                 inp.frame(name), labels, metrics + extra, by=ev["by"] or None, attributes=attrs, catalog=catalog,
                 level=st["level"], n_boot=st["n_boot"], seed=st["seed"],
             )
-        notes = [str(w.message).replace("run: ", f"{name}: ", 1) for w in caught
-                 if issubclass(w.category, CoverageWarning)]
-        for w in caught:  # anything else is shown as usual
-            if not issubclass(w.category, CoverageWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        notes = [str(w.message).replace("run: ", f"{name}: ", 1) for w in keep_warnings(caught, CoverageWarning)]
         c = res.counts
         if labels is not None and c.get("evaluated", 0) == c.get("labels_only_scored_zero", 0):
             # fail closed: every request would score 0 from the labels alone, so the numbers say nothing about
