@@ -227,22 +227,30 @@ def _describe(err: InputError):
     return err.frame, [(v.column, v.rule, v.n_rows) for v in err.violations]
 
 
-@pytest.mark.parametrize("case", list(_bad_cases()))
-def test_bad_input_gets_the_local_error_before_the_reduction(spark, case, monkeypatch):  # noqa: F811
+def same_error_before_the_reduction(monkeypatch, local_call, spark_call) -> InputError:
+    """Run ``local_call`` and ``spark_call`` (no reduction job allowed: the input must be checked first);
+    both raise an InputError with the same frame and (column, rule, rows) violations. Returns Spark's."""
     from receval.engines import spark as engine
 
-    log, target, kw = _bad_cases()[case]
     with pytest.raises(InputError) as local:
-        logged_feedback(log, target, **kw)
+        local_call()
 
     def reduction_job(*args):
         raise AssertionError("the reduction job started before the input was checked")
 
     monkeypatch.setattr(engine, "_collect_arrow", reduction_job)
     with pytest.raises(InputError) as remote:
-        logged_feedback(sdf(spark, log), sdf(spark, target), **kw)
+        spark_call()
     assert _describe(remote.value) == _describe(local.value)
-    assert all(v.examples for v in remote.value.violations if v.column != "target" or "distribution" in v.rule)
+    return remote.value
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_bad_input_gets_the_local_error_before_the_reduction(spark, case, monkeypatch):  # noqa: F811
+    log, target, kw = _bad_cases()[case]
+    remote = same_error_before_the_reduction(monkeypatch, lambda: logged_feedback(log, target, **kw),
+                                             lambda: logged_feedback(sdf(spark, log), sdf(spark, target), **kw))
+    assert all(v.examples for v in remote.violations if v.column != "target" or "distribution" in v.rule)
 
 
 def test_usage_errors(spark):  # noqa: F811

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_spark import _java_available, spark  # noqa: F401 - the shared session fixture
-from test_spark_ope import sdf
+from test_spark_ope import same_error_before_the_reduction, sdf
 
 from receval.counterfactual.slates import (
     IndependentIPS,
@@ -32,7 +32,7 @@ from receval.counterfactual.slates import (
     slate_feedback,
 )
 from receval.engines.spark_slates import SparkSlateFeedback
-from receval.errors import InputError, UsageError
+from receval.errors import UsageError
 
 ALL = [StandardIPS(), SNStandardIPS(), IndependentIPS(), SNIndependentIPS(), RewardInteractionIPS(),
        SNRewardInteractionIPS(), PseudoInverse(), SNPseudoInverse()]
@@ -135,26 +135,13 @@ def _bad_cases():
     }
 
 
-def _describe(err: InputError):
-    return err.frame, [(v.column, v.rule, v.n_rows) for v in err.violations]
-
-
 @pytest.mark.parametrize("case", list(_bad_cases()))
 def test_bad_input_gets_the_local_error_before_the_reduction(spark, case, monkeypatch):  # noqa: F811
-    from receval.engines import spark as engine
-
     log, target, kw = _bad_cases()[case]
-    with pytest.raises(InputError) as local:
-        slate_feedback(log, target, **kw)
-
-    def reduction_job(*args):
-        raise AssertionError("the reduction job started before the input was checked")
-
-    monkeypatch.setattr(engine, "_collect_arrow", reduction_job)
-    with pytest.raises(InputError) as remote:
-        slate_feedback(sdf(spark, log), None if target is None else sdf(spark, target), **kw)
-    assert _describe(remote.value) == _describe(local.value)
-    assert all(v.examples for v in remote.value.violations
+    remote = same_error_before_the_reduction(
+        monkeypatch, lambda: slate_feedback(log, target, **kw),
+        lambda: slate_feedback(sdf(spark, log), None if target is None else sdf(spark, target), **kw))
+    assert all(v.examples for v in remote.violations
                if (v.column != "target" or "probability" in v.rule) and v.rule != "must not be null")
 
 
